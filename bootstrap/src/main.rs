@@ -1,0 +1,15 @@
+//! The file Lambda runs as `bootstrap`: every start either execs the runtime or ends
+//! with one line saying why not and a non-zero exit.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let err = match coldpack_bootstrap::Config::from_env() {
+        Ok(config) => coldpack_bootstrap::boot(started, &config),
+        Err(e) => e,
+    };
+    coldpack_bootstrap::fail(started, &err);
+    ExitCode::FAILURE
+}
