@@ -15,6 +15,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::report::push_str;
+
 /// The whole report (connect, send, first line of the answer) must fit in this.
 const BUDGET: Duration = Duration::from_millis(1500);
 
@@ -31,11 +33,11 @@ pub fn report_init_error(runtime_api: &str, error_type: &str, message: &str) -> 
             "Invalid error type {error_type:?} for the Runtime API"
         ));
     }
-    let body = format!(
-        r#"{{"errorMessage":{},"errorType":{},"stackTrace":[]}}"#,
-        json_string(message),
-        json_string(error_type)
-    );
+    let mut body = String::from("{\"errorMessage\":");
+    push_str(&mut body, message);
+    body.push_str(",\"errorType\":");
+    push_str(&mut body, error_type);
+    body.push_str(",\"stackTrace\":[]}");
     let request = format!(
         "POST {}/2018-06-01/runtime/init/error HTTP/1.1\r\n\
          Host: {}\r\n\
@@ -160,25 +162,6 @@ fn remaining(deadline: Instant) -> std::io::Result<Duration> {
     } else {
         Ok(left)
     }
-}
-
-/// A JSON string literal for `text`, escaped as RFC 8259 requires.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c < ' ' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -341,10 +324,5 @@ mod tests {
         assert!(err.contains("only plain http"), "{err}");
         let err = report_init_error("127.0.0.1:9", "Runtime.X\r\nEvil: 1", "x").unwrap_err();
         assert!(err.contains("Invalid error type"), "{err}");
-    }
-
-    #[test]
-    fn json_strings_escape_quotes_backslashes_and_controls() {
-        assert_eq!(json_string("a\"b\\c\u{1}é\t"), r#""a\"b\\c\u0001é\t""#);
     }
 }
