@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 struct Runtime {
     greeting: String,
     executable: PathBuf,
+    root: PathBuf,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -55,14 +56,22 @@ fn init() -> Result<Runtime, String> {
     }
     Ok(Runtime {
         greeting: greeting.trim().to_owned(),
+        root: root.to_owned(),
         executable,
     })
 }
 
+/// Besides the greeting, says where it runs from and what it inherited, so that a test
+/// can check that the bootstrap's exec kept Lambda's environment and working directory.
 fn answer(runtime: &Runtime, event: &Value) -> Value {
     let name = event.get("name").and_then(Value::as_str).unwrap_or("world");
+    let env = |key| std::env::var(key).ok();
     json!({
         "message": format!("{}, {name}!", runtime.greeting),
-        "runtime_root": runtime.executable,
+        "runtime_root": runtime.root,
+        "executable": runtime.executable,
+        "cwd": std::env::current_dir().ok(),
+        "handler": env("_HANDLER"),
+        "task_root": env("LAMBDA_TASK_ROOT"),
     })
 }
