@@ -1,0 +1,459 @@
+//! The main job end to end, with the real binaries: pack a tree built in code, start
+//! the packed bootstrap cold and warm, as root and as an unprivileged user, and check
+//! that the runtime it execs sees exactly the tree that was packed.
+
+mod util;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use util::*;
+
+/// Packs the awkward fixture tree; returns (sandbox, source dir, bootstrap path).
+fn packed_fixture(extra: &[&str]) -> (Sandbox, std::path::PathBuf, std::path::PathBuf) {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("runtime");
+    awkward_tree(&src);
+    let out = sandbox.path("out");
+    pack(&src, "bin/entry", &out, extra);
+    let bootstrap = out.join("bootstrap");
+    (sandbox, src, bootstrap)
+}
+
+fn extracted_root(cache: &Path) -> std::path::PathBuf {
+    let mut trees: Vec<_> = fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.to_string_lossy().contains(".trash-"))
+        .collect();
+    assert_eq!(trees.len(), 1, "exactly one tree in the cache: {trees:?}");
+    trees.pop().unwrap()
+}
+
+#[test]
+fn cold_start_extracts_the_tree_exactly_and_execs_the_entrypoint() {
+    let (sandbox, src, bootstrap) = packed_fixture(&[]);
+    for who in users() {
+        let cache = sandbox.cache_dir(&format!("cache-{who:?}"), who);
+        let output = start(&bootstrap, &cache, who, &[], &[]);
+        assert!(output.status.success(), "{who:?}: {}", text(&output.stderr));
+        assert_eq!(decision(&output), "extract", "{who:?}");
+        let root = extracted_root(&cache);
+        let differences = compare_trees(&src, &root);
+        assert!(
+            differences.is_empty(),
+            "{who:?}: extracted tree differs:\n{}",
+            differences.join("\n")
+        );
+        assert!(text(&output.stdout).contains(&format!(
+            "cwd={}",
+            std::env::current_dir().unwrap().display()
+        )));
+    }
+}
+
+#[test]
+fn warm_start_reuses_intact_copy() {
+    let (sandbox, _src, bootstrap) = packed_fixture(&[]);
+    for who in users() {
+        let cache = sandbox.cache_dir(&format!("cache-{who:?}"), who);
+        assert_eq!(
+            decision(&start(&bootstrap, &cache, who, &[], &[])),
+            "extract"
+        );
+        let root = extracted_root(&cache);
+        let inode = fs::metadata(&root).unwrap().ino();
+        for level in ["marker", "stat", "full"] {
+            let output = start(&bootstrap, &cache, who, &[("COLDPACK_VERIFY", level)], &[]);
+            assert!(
+                output.status.success(),
+                "{who:?} {level}: {}",
+                text(&output.stderr)
+            );
+            assert_eq!(
+                decision(&output),
+                "reuse",
+                "{who:?} {level}: {}",
+                text(&output.stderr)
+            );
+            assert_eq!(log_field(&output.stderr, "verify").as_deref(), Some(level));
+        }
+        assert_eq!(
+            fs::metadata(&root).unwrap().ino(),
+            inode,
+            "the same tree was reused"
+        );
+    }
+}
+
+#[test]
+fn damaged_copy_is_extracted_again() {
+    let (sandbox, src, bootstrap) = packed_fixture(&[]);
+    let cache = sandbox.cache_dir("cache", Who::Me);
+    assert_eq!(
+        decision(&start(&bootstrap, &cache, Who::Me, &[], &[])),
+        "extract"
+    );
+    let root = extracted_root(&cache);
+    fs::remove_file(root.join("data/with space")).unwrap();
+
+    let output = start(&bootstrap, &cache, Who::Me, &[], &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(decision(&output), "extract");
+    assert!(log_field(&output.stderr, "reason")
+        .unwrap()
+        .contains("data/with space"));
+    let differences = compare_trees(&src, &extracted_root(&cache));
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    let leftovers: Vec<_> = fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("trash") || n.contains("staging"))
+        .collect();
+    assert!(leftovers.is_empty(), "leftovers: {leftovers:?}");
+}
+
+#[test]
+fn same_size_content_change_is_caught_by_full_only() {
+    let (sandbox, _src, bootstrap) = packed_fixture(&[]);
+    let cache = sandbox.cache_dir("cache", Who::Me);
+    assert_eq!(
+        decision(&start(&bootstrap, &cache, Who::Me, &[], &[])),
+        "extract"
+    );
+    let file = extracted_root(&cache).join("data/shared");
+    let meta = fs::metadata(&file).unwrap();
+    let mtime = meta.modified().unwrap();
+    fs::write(&file, b"SHARED BY TWO NAMES\n").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+
+    assert_eq!(
+        decision(&start(
+            &bootstrap,
+            &cache,
+            Who::Me,
+            &[("COLDPACK_VERIFY", "stat")],
+            &[]
+        )),
+        "reuse"
+    );
+    let output = start(
+        &bootstrap,
+        &cache,
+        Who::Me,
+        &[("COLDPACK_VERIFY", "full")],
+        &[],
+    );
+    assert_eq!(decision(&output), "extract", "{}", text(&output.stderr));
+    assert_eq!(
+        fs::read(extracted_root(&cache).join("data/shared")).unwrap(),
+        b"shared by two names\n"
+    );
+}
+
+#[test]
+fn arguments_and_environment_reach_the_entrypoint() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("runtime");
+    awkward_tree(&src);
+    let out = sandbox.path("out");
+    pack(
+        &src,
+        "./bin/entry",
+        &out,
+        &[
+            "--arg",
+            "-m",
+            "--arg",
+            "--flag",
+            "--arg",
+            "at={root}/lib",
+            "--env",
+            "FIXTURE_VAR=plain value",
+            "--env",
+            "ROOTED={root}/x:{root}/y",
+        ],
+    );
+    let cache = sandbox.cache_dir("cache", Who::Me);
+    let output = start(
+        &out.join("bootstrap"),
+        &cache,
+        Who::Me,
+        &[("COLDPACK_LOG", "quiet")],
+        &["given", "-x"],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        output.stderr.is_empty(),
+        "quiet start wrote: {}",
+        text(&output.stderr)
+    );
+    let root = extracted_root(&cache);
+    let root = root.display();
+    let stdout = text(&output.stdout);
+    let expected = format!(
+        "arg=-m\narg=--flag\narg=at={root}/lib\narg=given\narg=-x\ncwd={}\nFIXTURE_VAR=plain value\nROOTED={root}/x:{root}/y\n",
+        std::env::current_dir().unwrap().display()
+    );
+    assert_eq!(stdout, expected);
+}
+
+#[test]
+fn tampered_payload_is_refused_and_nothing_runs() {
+    let (sandbox, _src, bootstrap) = packed_fixture(&[]);
+    let bytes = fs::read(&bootstrap).unwrap();
+    let stock = coldpack_inspect_json(&bootstrap)["bootstrap_bytes"]
+        .as_u64()
+        .unwrap() as usize;
+    // One flipped bit in the header, the manifest, and deep inside the chunks.
+    for at in [stock + 20, stock + 200, bytes.len() - 4096] {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x10;
+        let path = sandbox.path(&format!("damaged-{at}"));
+        fs::write(&path, &damaged).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        let cache = sandbox.cache_dir(&format!("cache-{at}"), Who::Me);
+        let output = start(&path, &cache, Who::Me, &[], &[]);
+        assert!(
+            !output.status.success(),
+            "byte {at}: damaged payload started"
+        );
+        assert!(output.stdout.is_empty(), "byte {at}: the entrypoint ran");
+        assert_eq!(decision(&output), "error");
+        assert_eq!(
+            log_field(&output.stderr, "error_type").as_deref(),
+            Some("Runtime.PayloadCorrupt")
+        );
+        let left: Vec<_> = fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert!(left.is_empty(), "byte {at}: left in the cache: {left:?}");
+    }
+}
+
+fn coldpack_inspect_json(target: &Path) -> serde_json::Value {
+    let output = coldpack()
+        .arg("inspect")
+        .arg(target)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn inspect_and_verify_report_the_payload() {
+    let (_sandbox, _src, bootstrap) =
+        packed_fixture(&["--name", "fixture", "--arg", "-v", "--env", "A=b"]);
+    let summary = coldpack_inspect_json(bootstrap.parent().unwrap());
+    assert_eq!(summary["name"], "fixture");
+    assert_eq!(summary["entrypoint"], "bin/entry");
+    assert_eq!(summary["args"], serde_json::json!(["-v"]));
+    assert_eq!(summary["env"], serde_json::json!(["A=b"]));
+    assert_eq!(summary["entries"]["hardlinks"], 1);
+    assert_eq!(summary["entries"]["symlinks"], 3);
+    assert!(
+        summary["chunks"].as_u64().unwrap() >= 2,
+        "the 9 MiB file spans chunks"
+    );
+    let verified = coldpack().arg("verify").arg(&bootstrap).output().unwrap();
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+    assert!(text(&verified.stdout).starts_with("ok:"));
+}
+
+#[test]
+fn packing_twice_gives_identical_bytes() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("runtime");
+    awkward_tree(&src);
+    pack(&src, "bin/entry", &sandbox.path("one"), &[]);
+    pack(&src, "bin/entry", &sandbox.path("two"), &[]);
+    assert!(
+        fs::read(sandbox.path("one/bootstrap")).unwrap()
+            == fs::read(sandbox.path("two/bootstrap")).unwrap()
+    );
+}
+
+#[test]
+fn setuid_bits_are_dropped_with_a_warning() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("runtime");
+    awkward_tree(&src);
+    fs::set_permissions(
+        src.join("libexec/entry-v1"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    let output = pack(&src, "bin/entry", &sandbox.path("out"), &[]);
+    assert!(
+        text(&output.stderr).contains("setuid/setgid bits dropped"),
+        "{}",
+        text(&output.stderr)
+    );
+    let cache = sandbox.cache_dir("cache", Who::Me);
+    assert!(
+        start(&sandbox.path("out/bootstrap"), &cache, Who::Me, &[], &[])
+            .status
+            .success()
+    );
+    let mode = fs::metadata(extracted_root(&cache).join("libexec/entry-v1"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755);
+}
+
+/// Runs `coldpack pack` expecting a refusal: non-zero, one line naming `needle`, and
+/// no OUT-DIR left behind.
+fn refused(src: &Path, args: &[&str], needle: &str) {
+    let out = src.parent().unwrap().join("refused-out");
+    let output = coldpack()
+        .arg("pack")
+        .arg(src)
+        .args(args)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{args:?} was accepted");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: not one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: {stderr:?} does not mention {needle:?}"
+    );
+    assert!(!out.exists(), "{args:?}: OUT-DIR was created");
+}
+
+#[test]
+fn bad_input_is_refused_with_one_line() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("runtime");
+    awkward_tree(&src);
+    fs::write(src.join("data/not-exec"), b"x").unwrap();
+    std::os::unix::fs::symlink("/bin/sh", src.join("bin/outside")).unwrap();
+    refused(
+        &sandbox.path("missing"),
+        &["--entrypoint", "x"],
+        "cannot read runtime directory",
+    );
+    refused(&src, &["--entrypoint", "bin/none"], "does not exist");
+    refused(&src, &["--entrypoint", "data"], "not a regular file");
+    refused(&src, &["--entrypoint", "data/not-exec"], "not executable");
+    refused(&src, &["--entrypoint", "bin/outside"], "outside");
+    refused(
+        &src,
+        &["--entrypoint", "../runtime/bin/entry"],
+        "must be a path inside DIR",
+    );
+    refused(
+        &src,
+        &["--entrypoint", "/bin/sh"],
+        "must be a path inside DIR",
+    );
+    refused(
+        &src,
+        &["--entrypoint", "bin/entry", "--env", "NOEQUALS"],
+        "KEY=VALUE",
+    );
+    refused(
+        &src,
+        &["--entrypoint", "bin/entry", "--env", "=v"],
+        "KEY=VALUE",
+    );
+    refused(
+        &src,
+        &["--entrypoint", "bin/entry", "--name", "has.dot"],
+        "--name",
+    );
+    let fifo = src.join("data/fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    refused(&src, &["--entrypoint", "bin/entry"], "is a FIFO");
+    fs::remove_file(&fifo).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(src.join("data/socket")).unwrap();
+    refused(&src, &["--entrypoint", "bin/entry"], "is a socket");
+}
+
+#[test]
+fn unreadable_file_is_refused() {
+    if !is_root() {
+        // As a normal user a mode-000 file is unreadable to us directly.
+        let sandbox = Sandbox::new();
+        let src = sandbox.path("runtime");
+        awkward_tree(&src);
+        fs::set_permissions(src.join("data/shared"), fs::Permissions::from_mode(0o000)).unwrap();
+        refused(&src, &["--entrypoint", "bin/entry"], "cannot read");
+        return;
+    }
+    // Root reads everything: pack as nobody, from a tree nobody can walk but not read.
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("runtime");
+    awkward_tree(&src);
+    fs::set_permissions(src.join("data/shared"), fs::Permissions::from_mode(0o600)).unwrap();
+    let out = sandbox.path("refused-out");
+    let output = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_coldpack"))
+        .arg("pack")
+        .arg(&src)
+        .args(["--entrypoint", "bin/entry", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("data/"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn bootstrap_without_payload_says_so() {
+    let sandbox = Sandbox::new();
+    let stock = sandbox.path("stock");
+    fs::write(&stock, coldpack::STOCK_BOOTSTRAP).unwrap();
+    fs::set_permissions(&stock, fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = sandbox.cache_dir("cache", Who::Me);
+    let output = start(&stock, &cache, Who::Me, &[], &[]);
+    assert!(!output.status.success());
+    assert_eq!(
+        log_field(&output.stderr, "error_type").as_deref(),
+        Some("Runtime.PayloadMissing")
+    );
+    assert!(text(&output.stderr).contains("carries no coldpack payload"));
+}
+
+#[test]
+fn stock_bootstrap_is_static() {
+    let sandbox = Sandbox::new();
+    let stock = sandbox.path("stock");
+    fs::write(&stock, coldpack::STOCK_BOOTSTRAP).unwrap();
+    let output = std::process::Command::new("file")
+        .arg(&stock)
+        .output()
+        .expect("`file` is installed");
+    let description = text(&output.stdout);
+    assert!(
+        description.contains("static-pie linked") || description.contains("statically linked"),
+        "{description}"
+    );
+}
