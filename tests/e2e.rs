@@ -101,9 +101,9 @@ fn damaged_copy_is_extracted_again() {
     let output = start(&bootstrap, &cache, Who::Me, &[], &[]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(decision(&output), "extract");
-    assert!(log_field(&output.stderr, "reason")
-        .unwrap()
-        .contains("data/with space"));
+    // Either the file or its directory, whose mtime changed, is named.
+    let reason = log_field(&output.stderr, "reason").unwrap();
+    assert!(reason.contains("\"data"), "{reason}");
     let differences = compare_trees(&src, &extracted_root(&cache));
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     let leftovers: Vec<_> = fs::read_dir(&cache)
