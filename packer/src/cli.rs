@@ -1,9 +1,12 @@
 //! The command line, as types: clap reads the doc comments as the help text.
+//!
+//! Every `pack` option is optional here because it may come from `coldpack.toml`
+//! instead (see [`crate::config`]), which also holds the defaults.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Pack a runtime directory for AWS Lambda, with modes, symlinks, hardlinks and mtimes
 /// intact, into a `bootstrap` that extracts it into /tmp (or reuses an earlier copy)
@@ -17,8 +20,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Pack DIR into OUT-DIR/bootstrap, ready for /var/task or a layer's /opt.
+    /// Pack DIR into OUT-DIR/bootstrap (and, with --zip or --layer, a zip ready to
+    /// upload), check it against Lambda's size limits and lint the tree.
+    #[command(after_help = PACK_AFTER_HELP)]
     Pack(PackArgs),
+    /// Start a packed bootstrap locally as Lambda would: a cold start into an empty
+    /// cache directory, then a re-init that reuses the copy; prints what each start
+    /// decided and how long it took.
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run(RunArgs),
     /// Print what a packed bootstrap holds: entrypoint, arguments, environment, hash,
     /// counts and sizes.
     Inspect(InspectArgs),
@@ -26,23 +36,45 @@ pub enum Command {
     Verify(InspectArgs),
 }
 
-#[derive(Debug, Args)]
+const PACK_AFTER_HELP: &str = "\
+Every option can also be set in a coldpack.toml (see docs/configuration.md): the one
+named by --config, else the one next to DIR (in DIR's parent directory), else
+./coldpack.toml when DIR is not given. Options on the command line win.
+
+Examples:
+  coldpack pack runtime --entrypoint bin/python3 --arg -m --arg app -o out --zip
+  coldpack pack runtime --entrypoint bin/node --arg app.js -o out --layer --arch arm64 \\
+      --bootstrap bootstrap-aarch64";
+
+const RUN_AFTER_HELP: &str = "\
+The task root and cache directory are temporary and removed afterwards unless --keep is
+given. Without --event, the runtime gets no AWS_LAMBDA_RUNTIME_API and each start is
+stopped after --timeout seconds; a Lambda runtime needs --event to do anything.
+
+Examples:
+  coldpack run out -- --verbose
+  coldpack run out --event event.json --keep";
+
+#[derive(Debug, Args, Default)]
 pub struct PackArgs {
-    /// The runtime directory to pack. Symlinks inside it are kept as links, never followed.
-    pub dir: PathBuf,
+    /// The runtime directory to pack. Symlinks inside it are kept as links, never
+    /// followed. May be given as `dir` in coldpack.toml instead.
+    pub dir: Option<PathBuf>,
 
     /// The executable to start, as a path inside DIR (e.g. bin/python3). It may be a
     /// symlink to a file inside DIR.
     #[arg(long, value_name = "PATH-IN-DIR")]
-    pub entrypoint: PathBuf,
+    pub entrypoint: Option<PathBuf>,
 
     /// An argument for the entrypoint; repeat for several. May start with a dash
     /// (`--arg -m`). `{root}` is replaced by the extracted tree's path at start-up.
+    /// Replaces the config file's `args`.
     #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
     pub args: Vec<OsString>,
 
     /// A variable added to the entrypoint's environment; repeatable. `{root}` in the
     /// value is replaced by the extracted tree's path (e.g. LD_LIBRARY_PATH={root}/lib).
+    /// Overrides the config file's variable of the same name.
     #[arg(long = "env", value_name = "KEY=VALUE", allow_hyphen_values = true)]
     pub env: Vec<OsString>,
 
@@ -52,19 +84,95 @@ pub struct PackArgs {
     #[arg(long)]
     pub name: Option<String>,
 
-    /// zstd level, 1 to 22. Higher packs smaller and slower; extraction speed barely
-    /// changes.
-    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
-    pub level: i32,
+    /// zstd level, 1 to 22 [default: 19]. Higher packs smaller and slower; extraction
+    /// speed barely changes.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub level: Option<i32>,
 
-    /// Where to write `bootstrap`. Created if missing; nothing else in it is touched.
+    /// Where to write `bootstrap` (and the zip). Created if missing; nothing else in it
+    /// is touched.
     #[arg(short = 'o', long = "out", value_name = "OUT-DIR")]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
 
     /// Use this stock bootstrap instead of the one built into coldpack (e.g. one
     /// built for aarch64).
     #[arg(long, value_name = "PATH")]
     pub bootstrap: Option<PathBuf>,
+
+    /// Also write OUT-DIR/function.zip for a function's code (/var/task): the
+    /// bootstrap at the root with mode 0755, stored as is, byte-identical across runs.
+    #[arg(long, conflicts_with = "layer")]
+    pub zip: bool,
+
+    /// Also write OUT-DIR/layer.zip for a layer: Lambda extracts it into /opt and runs
+    /// /opt/bootstrap when the function's own code has no bootstrap.
+    #[arg(long)]
+    pub layer: bool,
+
+    /// The function's architecture: ELF files of another machine are reported, and
+    /// the bootstrap and entrypoint must match it [default: x86_64].
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+
+    /// The function's ephemeral storage (/tmp) in MB, 512 to 10240, as configured on
+    /// the function [default: 512]. The extracted tree must fit in it.
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(512..=10240))]
+    pub ephemeral_storage: Option<u64>,
+
+    /// Leave out entries matching GLOB; repeatable, added to the config file's. A
+    /// GLOB without `/` matches a name at any depth (`__pycache__`, `*.pyc`); one
+    /// with `/` matches the path from DIR (`lib/python3.*/test`, `**/tests`). An
+    /// excluded directory takes its contents with it.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Write the output even when it exceeds a hard Lambda limit or its entrypoint is
+    /// built for another architecture.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Read options from this file instead of looking for coldpack.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Ignore any coldpack.toml.
+    #[arg(long, conflicts_with = "config")]
+    pub no_config: bool,
+}
+
+/// The machine a function runs on, as Lambda names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    #[value(name = "x86_64")]
+    X86_64,
+    Arm64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The directory that holds a packed `bootstrap` (pack's OUT-DIR), or the file.
+    #[arg(value_name = "OUT-DIR")]
+    pub target: PathBuf,
+
+    /// Arguments given to the bootstrap, which passes them on to the entrypoint after
+    /// the packed ones.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<OsString>,
+
+    /// Send this event (a JSON file) to each start through a local Runtime API and
+    /// print the answer. Needs python3.
+    #[arg(long, value_name = "FILE")]
+    pub event: Option<PathBuf>,
+
+    /// Keep the task root and cache directory, and print where they are.
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Stop a start that has neither exited nor answered the event after this many
+    /// seconds (Lambda's init limit is 10).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,19 @@
 //! `coldpack`, the build-time half: walks a runtime directory and writes the packed
-//! `bootstrap` that Lambda runs; reads one back for `inspect` and `verify`.
+//! `bootstrap` that Lambda runs, and the zip that carries it; reads one back for
+//! `inspect` and `verify`; starts one locally for `run`.
 //!
 //! The payload format itself lives in the bootstrap crate (`coldpack_bootstrap::
 //! payload` and `::manifest`), next to the reader that must never misread it.
 
+pub mod budget;
 pub mod cli;
+pub mod config;
 pub mod inspect;
+pub mod lambda_zip;
+pub mod lint;
 pub mod pack;
+pub mod progress;
+pub mod run;
 pub mod walk;
 
 /// The static bootstrap built by `build.rs`, carried inside `coldpack`.

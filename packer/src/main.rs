@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pack(args) => coldpack::pack::cmd_pack(&args),
+        Command::Run(args) => coldpack::run::cmd_run(&args),
         Command::Inspect(args) => coldpack::inspect::cmd_inspect(&args),
         Command::Verify(args) => coldpack::inspect::cmd_verify(&args),
     };

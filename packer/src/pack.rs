@@ -20,13 +20,20 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use coldpack_bootstrap::chunk::WINDOW_LOG_MAX;
-use coldpack_bootstrap::manifest::{valid_env_key, valid_name, Chunk, EntryKind, Launch, Manifest};
+use coldpack_bootstrap::manifest::{
+    valid_env_key, valid_name, Chunk, Entry, EntryKind, Launch, Manifest,
+};
 use coldpack_bootstrap::parallel;
 use coldpack_bootstrap::payload::{self, sha256, Header, Trailer, HEADER_LEN};
 use sha2::{Digest, Sha256};
 
+use crate::budget::{self, megabytes, Budget, Verdict};
 use crate::cli::PackArgs;
-use crate::walk::{walk, Walked};
+use crate::config::{self, PackOptions, ZipKind};
+use crate::lambda_zip;
+use crate::lint::{self, Elf, Lint};
+use crate::progress::Progress;
+use crate::walk::{walk, Excludes, Walked};
 
 /// Data-stream bytes per chunk. Big enough that compression loses little at chunk
 /// starts; small enough that a tree of a few dozen MB still spreads over the cores
@@ -34,7 +41,11 @@ use crate::walk::{walk, Walked};
 pub const CHUNK_TARGET: u64 = 8 << 20;
 
 pub fn cmd_pack(args: &PackArgs) -> Result<()> {
-    let packed = pack(args)?;
+    let options = config::resolve(args)?;
+    if let Some(path) = &options.config {
+        eprintln!("coldpack: options from {}", path.display());
+    }
+    let packed = pack(&options, &Progress::for_stderr())?;
     for warning in &packed.warnings {
         eprintln!("coldpack: warning: {warning}");
     }
@@ -49,10 +60,18 @@ pub struct Packed {
     pub id: [u8; 32],
     pub bootstrap_len: u64,
     pub payload_len: u64,
+    pub level: i32,
+    pub budgets: Vec<Budget>,
+    /// The zip written beside the bootstrap, its kind and size.
+    pub zip: Option<(PathBuf, ZipKind, u64)>,
     pub warnings: Vec<String>,
 }
 
 impl Packed {
+    pub fn file_len(&self) -> u64 {
+        self.bootstrap_len + self.payload_len + payload::TRAILER_LEN as u64
+    }
+
     pub fn summary(&self) -> String {
         let count =
             |f: fn(&EntryKind) -> bool| self.manifest.entries.iter().filter(|e| f(&e.kind)).count();
@@ -62,33 +81,92 @@ impl Packed {
         let hardlinks = count(|k| matches!(k, EntryKind::Hardlink { .. }));
         let bytes_in: u64 = self.manifest.entries.iter().map(|e| e.file_size()).sum();
         let bytes_out: u64 = self.manifest.chunks.iter().map(|c| c.compressed_len).sum();
-        format!(
-            "coldpack: packed {files} files, {dirs} directories, {symlinks} symlinks, {hardlinks} hardlinks; \
-             {bytes_in} bytes -> {bytes_out} in {} chunks ({:.1}%); payload {}\n\
-             coldpack: wrote {} ({} bytes: bootstrap {} + payload {})",
-            self.manifest.chunks.len(),
-            100.0 * bytes_out as f64 / bytes_in.max(1) as f64,
-            payload::hex(&self.id),
+        let mut out = format!(
+            "coldpack: packed {}\n\
+             \x20 entries   {files} files, {dirs} directories, {symlinks} symlinks, {hardlinks} hardlinks\n\
+             \x20 bytes     {bytes_in} in ({}) -> {bytes_out} out ({}), {:.1}% of the input, {} chunks at zstd level {}\n\
+             \x20 bootstrap {} bytes: stock bootstrap {} + payload {}\n",
             self.path.display(),
-            self.bootstrap_len + self.payload_len + payload::TRAILER_LEN as u64,
+            megabytes(bytes_in),
+            megabytes(bytes_out),
+            100.0 * bytes_out as f64 / bytes_in.max(1) as f64,
+            self.manifest.chunks.len(),
+            self.level,
+            self.file_len(),
             self.bootstrap_len,
             self.payload_len,
-        )
+        );
+        if let Some((path, kind, len)) = &self.zip {
+            let place = match kind {
+                ZipKind::Function => "/var/task/bootstrap",
+                ZipKind::Layer => "/opt/bootstrap",
+            };
+            out.push_str(&format!(
+                "  zip       {} ({len} bytes): bootstrap mode 0755, stored, for {place}\n",
+                path.display()
+            ));
+        }
+        for (i, budget) in self.budgets.iter().enumerate() {
+            let label = if i == 0 { "budgets" } else { "" };
+            out.push_str(&format!("  {label:<9} {budget}\n"));
+        }
+        out.push_str(&format!("  payload   sha256 {}", payload::hex(&self.id)));
+        out
     }
 }
 
-pub fn pack(args: &PackArgs) -> Result<Packed> {
-    let launch = launch(args)?;
+pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
+    let launch = launch(options)?;
+    let excludes = Excludes::new(&options.exclude)?;
+    if excludes.excludes_within(&launch.entrypoint) {
+        bail!(
+            "--entrypoint {} is left out by --exclude: the runtime needs it",
+            options.entrypoint.display()
+        );
+    }
+    let stage = progress.stage("walking", 0, false);
     let Walked {
         mut entries,
         sources,
-        warnings,
-    } = walk(&args.dir)?;
-    check_entrypoint(&args.dir, &args.entrypoint)?;
-    let stock = stock_bootstrap(args.bootstrap.as_deref())?;
+        warnings: walk_warnings,
+    } = walk(&options.dir, &excludes)?;
+    stage.finish(format!(
+        "walked {} entries in {}",
+        entries.len(),
+        options.dir.display()
+    ));
+    let entrypoint = check_entrypoint(&options.dir, &options.entrypoint, &excludes, &entries)?;
+    let stock = stock_bootstrap(options.bootstrap.as_deref())?;
 
-    hash_files(&mut entries, &sources)?;
     let total: u64 = entries.iter().map(|e| e.file_size()).sum();
+    let stage = progress.stage("hashing", total, true);
+    let elf = hash_files(&mut entries, &sources, &|n| stage.inc(n))?;
+    stage.finish(format!("hashed {} of files", megabytes(total)));
+
+    let mut lints = Vec::new();
+    match Elf::parse(&stock) {
+        Some(Elf { machine }) if machine == options.arch.elf_machine() => {}
+        found => lints.push(Lint {
+            error: true,
+            message: format!(
+                "the stock bootstrap{} is built for {}, but the function is {} (--arch): give --bootstrap built for it",
+                options
+                    .bootstrap
+                    .as_ref()
+                    .map(|p| format!(" {}", p.display()))
+                    .unwrap_or_default(),
+                found.map_or("no known machine".into(), |e| lint::machine_name(e.machine)),
+                options.arch.as_str()
+            ),
+        }),
+    }
+    lints.extend(lint::lint_tree(&entries, &elf, options.arch, entrypoint));
+    let errors: Vec<&Lint> = lints.iter().filter(|l| l.error).collect();
+    if !errors.is_empty() && !options.force {
+        let list: Vec<String> = errors.iter().map(|l| l.message.clone()).collect();
+        bail!("{} (--force to write it anyway)", list.join("; "));
+    }
+
     let mut manifest = Manifest {
         entries,
         chunks: chunk_lengths(total)
@@ -99,7 +177,8 @@ pub fn pack(args: &PackArgs) -> Result<Packed> {
             })
             .collect(),
     };
-    let frames = compress_chunks(&manifest, &sources, args.level)?;
+    let stage = progress.stage("compressing", total, true);
+    let frames = compress_chunks(&manifest, &sources, options.level, &|n| stage.inc(n))?;
     for (chunk, frame) in manifest.chunks.iter_mut().zip(&frames) {
         chunk.compressed_len = frame.len() as u64;
         chunk.sha256 = sha256(frame);
@@ -108,6 +187,12 @@ pub fn pack(args: &PackArgs) -> Result<Packed> {
     let launch_bytes = launch.encode();
     let manifest_bytes = manifest.encode();
     let chunks_len: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    stage.finish(format!(
+        "compressed {} into {} chunks of {}",
+        megabytes(total),
+        frames.len(),
+        megabytes(chunks_len)
+    ));
     let header = Header {
         launch_len: launch_bytes.len() as u64,
         manifest_len: manifest_bytes.len() as u64,
@@ -125,22 +210,67 @@ pub fn pack(args: &PackArgs) -> Result<Packed> {
     }
     .encode();
 
+    let file_len = stock.len() as u64 + payload_len + trailer.len() as u64;
+    let budgets = budget::budgets(
+        file_len,
+        lambda_zip::estimated_len(file_len),
+        budget::extracted_size(&manifest.entries),
+        options.ephemeral_storage_mb,
+    );
+    let over: Vec<String> = budgets
+        .iter()
+        .filter(|b| b.verdict == Verdict::OverHard)
+        .map(|b| b.to_string())
+        .collect();
+    if !over.is_empty() && !options.force {
+        bail!(
+            "over Lambda's limits, nothing written (--force to write it anyway):\n  {}",
+            over.join("\n  ")
+        );
+    }
+
     let mut parts: Vec<&[u8]> = vec![&stock, &header, &launch_bytes, &manifest_bytes];
     parts.extend(frames.iter().map(Vec::as_slice));
     parts.push(&trailer);
-    let path = write_atomically(&args.out, "bootstrap", &parts)?;
+    let path = write_atomically(&options.out, "bootstrap", &parts)?;
+    let mut budgets = budgets;
+    let zip = match options.zip {
+        Some(kind) => {
+            let (zip_path, zip_len) = lambda_zip::write_zip(&options.out, kind, &path)?;
+            // The zip's real size replaces the estimate.
+            budgets = budget::budgets(
+                file_len,
+                zip_len,
+                budget::extracted_size(&manifest.entries),
+                options.ephemeral_storage_mb,
+            );
+            Some((zip_path, kind, zip_len))
+        }
+        None => None,
+    };
+    let mut warnings = walk_warnings;
+    warnings.extend(lints.iter().map(|l| l.message.clone()));
+    warnings.extend(
+        budgets
+            .iter()
+            .filter(|b| b.verdict != Verdict::Fits)
+            .map(|b| b.to_string()),
+    );
     Ok(Packed {
         path,
         manifest,
         id,
         bootstrap_len: stock.len() as u64,
         payload_len,
+        level: options.level,
+        budgets,
+        zip,
         warnings,
     })
 }
 
 /// The launch section from the command line, refusing what the bootstrap would.
-fn launch(args: &PackArgs) -> Result<Launch> {
+fn launch(args: &PackOptions) -> Result<Launch> {
     let name = match &args.name {
         Some(name) if valid_name(name) => name.clone(),
         Some(name) => bail!("--name {name:?} must be 1 to 64 characters of [A-Za-z0-9_-]"),
@@ -215,8 +345,14 @@ fn relative_entrypoint(entrypoint: &Path) -> Result<Vec<u8>> {
     Ok(parts.join(OsStr::new("/")).into_vec())
 }
 
-/// The entrypoint must resolve, through any links, to an executable file inside DIR.
-fn check_entrypoint(dir: &Path, entrypoint: &Path) -> Result<()> {
+/// The entrypoint must resolve, through any links, to an executable file inside DIR
+/// that is packed; returns that file's entry index.
+fn check_entrypoint(
+    dir: &Path,
+    entrypoint: &Path,
+    excludes: &Excludes,
+    entries: &[Entry],
+) -> Result<Option<usize>> {
     let path = dir.join(entrypoint);
     let root =
         fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
@@ -226,12 +362,20 @@ fn check_entrypoint(dir: &Path, entrypoint: &Path) -> Result<()> {
             path.display()
         )
     })?;
-    if !resolved.starts_with(&root) {
+    let Ok(inside) = resolved.strip_prefix(&root) else {
         bail!(
             "entrypoint {} resolves to {}, outside {}: the runtime must carry its own executable",
             path.display(),
             resolved.display(),
             dir.display()
+        );
+    };
+    let inside = inside.as_os_str().as_bytes();
+    if excludes.excludes_within(inside) {
+        bail!(
+            "entrypoint {} resolves to {}, which --exclude leaves out",
+            path.display(),
+            resolved.display()
         );
     }
     let meta =
@@ -245,7 +389,13 @@ fn check_entrypoint(dir: &Path, entrypoint: &Path) -> Result<()> {
             path.display()
         );
     }
-    Ok(())
+    let index = entries
+        .binary_search_by(|e| e.path.as_slice().cmp(inside))
+        .ok();
+    Ok(index.map(|i| match entries[i].kind {
+        EntryKind::Hardlink { target } => target as usize,
+        _ => i,
+    }))
 }
 
 /// The bootstrap to prepend: the one built into coldpack, or `--bootstrap`.
@@ -272,38 +422,60 @@ fn stock_bootstrap(over: Option<&Path>) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Fills in every file's SHA-256, reading files on all cores. This is also where an
-/// unreadable file is found, before anything is written.
+/// Fills in every file's SHA-256, reading files on all cores, and returns what each
+/// file's first bytes say about it as an ELF. This is also where unreadable files are
+/// found, all of them, before anything is written.
 fn hash_files(
-    entries: &mut [coldpack_bootstrap::manifest::Entry],
+    entries: &mut [Entry],
     sources: &[PathBuf],
-) -> Result<()> {
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<Option<Elf>>> {
     let files: Vec<usize> = (0..entries.len())
         .filter(|&i| matches!(entries[i].kind, EntryKind::File { .. }))
         .collect();
     let hashes = parallel_map(files.len(), |job| {
         let source = &sources[files[job]];
-        let mut file =
-            File::open(source).with_context(|| format!("cannot read {}", source.display()))?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0; 256 * 1024];
-        loop {
-            let n = file
-                .read(&mut buffer)
-                .with_context(|| format!("cannot read {}", source.display()))?;
-            if n == 0 {
-                break;
+        let read = || -> std::io::Result<([u8; 32], Option<Elf>)> {
+            let mut file = File::open(source)?;
+            let mut hasher = Sha256::new();
+            let mut buffer = vec![0; 256 * 1024];
+            let mut elf = None;
+            let mut first = true;
+            loop {
+                let n = file.read(&mut buffer)?;
+                if n == 0 {
+                    break;
+                }
+                if first {
+                    elf = Elf::parse(&buffer[..n]);
+                    first = false;
+                }
+                hasher.update(&buffer[..n]);
+                progress(n as u64);
             }
-            hasher.update(&buffer[..n]);
-        }
-        Ok(<[u8; 32]>::from(hasher.finalize()))
+            Ok((hasher.finalize().into(), elf))
+        };
+        Ok(read().map_err(|e| format!("{} ({e})", source.display())))
     })?;
-    for (&index, hash) in files.iter().zip(hashes) {
+    let unreadable: Vec<&String> = hashes.iter().filter_map(|h| h.as_ref().err()).collect();
+    if !unreadable.is_empty() {
+        let shown: Vec<&str> = unreadable.iter().take(10).map(|s| s.as_str()).collect();
+        bail!(
+            "cannot read {} files, so they cannot be packed: {}{}; make them readable or --exclude them",
+            unreadable.len(),
+            shown.join(", "),
+            if unreadable.len() > 10 { ", ..." } else { "" }
+        );
+    }
+    let mut elf = vec![None; entries.len()];
+    for (&index, hashed) in files.iter().zip(hashes) {
+        let (hash, header) = hashed.map_err(|e| anyhow!(e))?;
+        elf[index] = header;
         if let EntryKind::File { sha256, .. } = &mut entries[index].kind {
             *sha256 = hash;
         }
     }
-    Ok(())
+    Ok(elf)
 }
 
 /// Cuts `total` bytes into equal chunks of at most about [`CHUNK_TARGET`].
@@ -313,7 +485,12 @@ fn chunk_lengths(total: u64) -> impl Iterator<Item = u64> {
 }
 
 /// Each chunk's tar stream, zstd-compressed, built on all cores.
-fn compress_chunks(manifest: &Manifest, sources: &[PathBuf], level: i32) -> Result<Vec<Vec<u8>>> {
+fn compress_chunks(
+    manifest: &Manifest,
+    sources: &[PathBuf],
+    level: i32,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<Vec<u8>>> {
     let plan = manifest.plan();
     parallel_map(plan.len(), |index| {
         let mut builder = tar::Builder::new(Vec::new());
@@ -346,7 +523,9 @@ fn compress_chunks(manifest: &Manifest, sources: &[PathBuf], level: i32) -> Resu
         let mut compressor = zstd::bulk::Compressor::new(level)?;
         // Levels 20-22 ask for windows past 8 MiB, which the bootstrap refuses.
         compressor.set_parameter(zstd::zstd_safe::CParameter::WindowLog(WINDOW_LOG_MAX))?;
-        Ok(compressor.compress(&tar)?)
+        let frame = compressor.compress(&tar)?;
+        progress(manifest.chunks[index].data_len);
+        Ok(frame)
     })
 }
 

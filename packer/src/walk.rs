@@ -6,6 +6,7 @@
 //! owners dropped, so the same tree always gives the same manifest. Setuid and setgid
 //! bits are dropped with a warning (the bootstrap runs unprivileged and could not
 //! honour them); sockets, FIFOs and devices cannot be carried and are refused.
+//! Entries matching an `--exclude` glob are left out, a directory with its contents.
 
 use std::collections::HashMap;
 use std::fs;
@@ -15,6 +16,54 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use coldpack_bootstrap::manifest::{check_path, Entry, EntryKind, Mtime, MODE_MASK};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// The `--exclude` globs: those without `/` match a name at any depth, the others
+/// the whole path from the runtime's root.
+#[derive(Default)]
+pub struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+}
+
+impl Excludes {
+    pub fn new(globs: &[String]) -> Result<Excludes> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for glob in globs {
+            let trimmed = glob.trim_start_matches("./").trim_end_matches('/');
+            let compiled = |text: &str| -> Result<Glob> {
+                GlobBuilder::new(text)
+                    .literal_separator(true)
+                    .build()
+                    .with_context(|| format!("--exclude {glob:?} is not a valid glob"))
+            };
+            if trimmed.contains('/') {
+                paths.add(compiled(trimmed)?);
+            } else {
+                names.add(compiled(trimmed)?);
+            }
+        }
+        Ok(Excludes {
+            names: names.build()?,
+            paths: paths.build()?,
+        })
+    }
+
+    /// Whether the entry at `path` (relative, `/`-separated) is left out.
+    pub fn excludes(&self, path: &[u8]) -> bool {
+        let path = std::ffi::OsStr::from_bytes(path);
+        let name = Path::new(path).file_name().unwrap_or(path);
+        self.names.is_match(name) || self.paths.is_match(path)
+    }
+
+    /// Whether `path` or one of its parent directories is left out.
+    pub fn excludes_within(&self, path: &[u8]) -> bool {
+        (0..=path.len())
+            .filter(|&end| end == path.len() || path[end] == b'/')
+            .any(|end| self.excludes(&path[..end]))
+    }
+}
 
 /// An entry and the file it was read from.
 pub struct Walked {
@@ -24,7 +73,7 @@ pub struct Walked {
     pub warnings: Vec<String>,
 }
 
-pub fn walk(root: &Path) -> Result<Walked> {
+pub fn walk(root: &Path, excludes: &Excludes) -> Result<Walked> {
     let meta = fs::metadata(root)
         .with_context(|| format!("cannot read runtime directory {}", root.display()))?;
     if !meta.is_dir() {
@@ -36,7 +85,7 @@ pub fn walk(root: &Path) -> Result<Walked> {
     let mut found = Vec::new();
     let mut warnings = Vec::new();
     found.push(read_entry(root, Vec::new(), &meta, &mut warnings)?);
-    collect(root, &[], &mut found, &mut warnings)?;
+    collect(root, &[], excludes, &mut found, &mut warnings)?;
     found.sort_by(|a, b| a.0.path.cmp(&b.0.path));
 
     // The first name of an inode (in sorted order) holds the contents; later ones link to it.
@@ -67,6 +116,7 @@ type Found = (Entry, PathBuf, Option<(u64, u64)>);
 fn collect(
     root: &Path,
     prefix: &[u8],
+    excludes: &Excludes,
     found: &mut Vec<Found>,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
@@ -80,6 +130,9 @@ fn collect(
             path.push(b'/');
         }
         path.extend_from_slice(name.as_bytes());
+        if excludes.excludes(&path) {
+            continue;
+        }
         let source = item.path();
         let meta = fs::symlink_metadata(&source)
             .with_context(|| format!("cannot stat {}", source.display()))?;
@@ -91,7 +144,7 @@ fn collect(
         let path = found_entry.0.path.clone();
         found.push(found_entry);
         if is_dir {
-            collect(root, &path, found, warnings)?;
+            collect(root, &path, excludes, found, warnings)?;
         }
     }
     Ok(())

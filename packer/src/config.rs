@@ -1,0 +1,227 @@
+//! `coldpack.toml`: the options of `pack`, kept next to the runtime so that a build is
+//! one repeatable command. Merged with the command line into [`PackOptions`], which is
+//! all the packer sees: a flag given on the command line wins over the file, `--arg`
+//! replaces the file's `args`, `--env` overrides the file's variable of the same name,
+//! and `--exclude` adds to the file's `exclude`.
+//!
+//! Where the file is looked for: `--config FILE`; else `coldpack.toml` in DIR's parent
+//! directory (next to the runtime), used only if its `dir` is absent or names DIR;
+//! else, when DIR is not given, `./coldpack.toml`. Paths in the file are relative to
+//! the file's directory.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::cli::{Arch, PackArgs};
+
+pub const FILE_NAME: &str = "coldpack.toml";
+pub const DEFAULT_LEVEL: i32 = 19;
+pub const DEFAULT_EPHEMERAL_STORAGE_MB: u64 = 512;
+
+/// What `coldpack.toml` may hold: the long names of `pack`'s options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    pub dir: Option<PathBuf>,
+    pub entrypoint: Option<PathBuf>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: toml::Table,
+    pub name: Option<String>,
+    pub level: Option<i32>,
+    pub out: Option<PathBuf>,
+    pub bootstrap: Option<PathBuf>,
+    #[serde(default)]
+    pub zip: bool,
+    #[serde(default)]
+    pub layer: bool,
+    pub arch: Option<Arch>,
+    pub ephemeral_storage: Option<u64>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Which zip `pack` writes beside the bootstrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZipKind {
+    /// `function.zip`, extracted by Lambda into /var/task.
+    Function,
+    /// `layer.zip`, extracted into /opt.
+    Layer,
+}
+
+/// Everything `pack` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    pub dir: PathBuf,
+    pub entrypoint: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<OsString>,
+    pub name: Option<String>,
+    pub level: i32,
+    pub out: PathBuf,
+    pub bootstrap: Option<PathBuf>,
+    pub zip: Option<ZipKind>,
+    pub arch: Arch,
+    pub ephemeral_storage_mb: u64,
+    pub exclude: Vec<String>,
+    pub force: bool,
+    /// The config file that was read, if any.
+    pub config: Option<PathBuf>,
+}
+
+impl PackOptions {
+    /// Options for a plain pack with defaults, as tests and library users want them.
+    pub fn new(dir: &Path, entrypoint: &str, out: &Path) -> PackOptions {
+        PackOptions {
+            dir: dir.to_owned(),
+            entrypoint: entrypoint.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            name: None,
+            level: DEFAULT_LEVEL,
+            out: out.to_owned(),
+            bootstrap: None,
+            zip: None,
+            arch: Arch::X86_64,
+            ephemeral_storage_mb: DEFAULT_EPHEMERAL_STORAGE_MB,
+            exclude: Vec::new(),
+            force: false,
+            config: None,
+        }
+    }
+}
+
+/// Reads the config file that applies, if any, and merges the command line over it.
+pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
+    let found = if args.no_config {
+        None
+    } else if let Some(path) = &args.config {
+        Some((path.clone(), read(path)?))
+    } else {
+        find(args.dir.as_deref())?
+    };
+    let (config_path, file) = match found {
+        Some((path, file)) => (Some(path), file),
+        None => (None, ConfigFile::default()),
+    };
+    let base = config_path
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let from_file = |p: &Option<PathBuf>| p.as_ref().map(|p| base.join(p));
+
+    let dir = args.dir.clone().or_else(|| from_file(&file.dir));
+    let Some(dir) = dir else {
+        bail!("no runtime directory: give DIR, or `dir` in {FILE_NAME}");
+    };
+    let Some(entrypoint) = args.entrypoint.clone().or(file.entrypoint) else {
+        bail!("no entrypoint: give --entrypoint PATH-IN-DIR (e.g. bin/python3), or `entrypoint` in {FILE_NAME}");
+    };
+    let Some(out) = args.out.clone().or_else(|| from_file(&file.out)) else {
+        bail!("no output directory: give -o OUT-DIR, or `out` in {FILE_NAME}");
+    };
+    let args_list = if args.args.is_empty() {
+        file.args.iter().map(OsString::from).collect()
+    } else {
+        args.args.clone()
+    };
+    let mut env: Vec<OsString> = Vec::new();
+    for (key, value) in &file.env {
+        let Some(value) = value.as_str() else {
+            bail!("env.{key} in {FILE_NAME} must be a string");
+        };
+        let overridden = args.env.iter().any(|pair| {
+            pair.to_string_lossy()
+                .split_once('=')
+                .is_some_and(|(k, _)| k == key)
+        });
+        if !overridden {
+            env.push(format!("{key}={value}").into());
+        }
+    }
+    env.extend(args.env.iter().cloned());
+    let zip = if args.layer || (file.layer && !args.zip) {
+        Some(ZipKind::Layer)
+    } else if args.zip || file.zip {
+        Some(ZipKind::Function)
+    } else {
+        None
+    };
+    let level = args.level.or(file.level).unwrap_or(DEFAULT_LEVEL);
+    if !(1..=22).contains(&level) {
+        bail!("level {level} in {FILE_NAME} is not a zstd level from 1 to 22");
+    }
+    let ephemeral_storage_mb = args
+        .ephemeral_storage
+        .or(file.ephemeral_storage)
+        .unwrap_or(DEFAULT_EPHEMERAL_STORAGE_MB);
+    if !(512..=10240).contains(&ephemeral_storage_mb) {
+        bail!("ephemeral-storage {ephemeral_storage_mb} in {FILE_NAME} is not from 512 to 10240 MB, the range Lambda accepts");
+    }
+    let mut exclude = file.exclude.clone();
+    exclude.extend(args.exclude.iter().cloned());
+    Ok(PackOptions {
+        dir,
+        entrypoint,
+        args: args_list,
+        env,
+        name: args.name.clone().or(file.name),
+        level,
+        out,
+        bootstrap: args
+            .bootstrap
+            .clone()
+            .or_else(|| from_file(&file.bootstrap)),
+        zip,
+        arch: args.arch.or(file.arch).unwrap_or(Arch::X86_64),
+        ephemeral_storage_mb,
+        exclude,
+        force: args.force || file.force,
+        config: config_path,
+    })
+}
+
+fn read(path: &Path) -> Result<ConfigFile> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid {FILE_NAME}", path.display()))
+}
+
+/// The config file that applies to `dir`, if there is one.
+fn find(dir: Option<&Path>) -> Result<Option<(PathBuf, ConfigFile)>> {
+    let Some(dir) = dir else {
+        let path = PathBuf::from(FILE_NAME);
+        return Ok(if path.is_file() {
+            Some((path.clone(), read(&path)?))
+        } else {
+            None
+        });
+    };
+    let Ok(canonical) = fs::canonicalize(dir) else {
+        return Ok(None); // the walk reports the missing directory
+    };
+    let Some(parent) = canonical.parent() else {
+        return Ok(None);
+    };
+    let path = parent.join(FILE_NAME);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let file = read(&path)?;
+    if let Some(named) = &file.dir {
+        // A file that describes a sibling runtime is not about this one.
+        if fs::canonicalize(parent.join(named)).ok().as_deref() != Some(canonical.as_path()) {
+            return Ok(None);
+        }
+    }
+    Ok(Some((path, file)))
+}

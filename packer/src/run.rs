@@ -1,0 +1,400 @@
+//! `coldpack run`: a Lambda sandbox simulated on this machine, for people without AWS
+//! at hand. The packed bootstrap is copied into a temporary task root and started
+//! twice against one temporary cache directory, as Lambda does on a cold start and on
+//! a re-init in the same sandbox (whose /tmp survives); each start's decision and time
+//! come from the line the bootstrap writes on stderr.
+//!
+//! With `--event`, each start gets a Runtime API: the test server of this repository
+//! (`tests/support/runtime_api.py`, which behaves as AWS documents), carried inside
+//! coldpack and run with python3. The event is sent once the runtime starts; after its
+//! answer the runtime is killed, as Lambda kills a runtime it re-inits.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use coldpack_bootstrap::payload::Payload;
+use serde_json::Value;
+
+use crate::cli::RunArgs;
+
+/// The Runtime API server of the end-to-end tests.
+const RUNTIME_API_PY: &str = include_str!("../../tests/support/runtime_api.py");
+
+/// What one start did.
+#[derive(Debug)]
+pub struct Start {
+    /// The bootstrap's own line: `decision`, `reason`, `ms`.
+    pub report: Option<Value>,
+    /// How the process ended, or `None` when it was stopped (killed after the event,
+    /// or past the timeout).
+    pub status: Option<ExitStatus>,
+    pub wall: Duration,
+    /// The Runtime API's envelope for the event, with `--event`.
+    pub answer: Option<Value>,
+    pub timed_out: bool,
+}
+
+impl Start {
+    pub fn decision(&self) -> &str {
+        self.report
+            .as_ref()
+            .and_then(|r| r["decision"].as_str())
+            .unwrap_or("none")
+    }
+}
+
+pub fn cmd_run(args: &RunArgs) -> Result<()> {
+    let bootstrap = if args.target.is_dir() {
+        args.target.join("bootstrap")
+    } else {
+        args.target.clone()
+    };
+    let payload = Payload::open(&bootstrap)?;
+    let name = payload.launch()?.name;
+    let event = match &args.event {
+        Some(path) => Some(
+            fs::read(path).with_context(|| format!("cannot read --event {}", path.display()))?,
+        ),
+        None => None,
+    };
+    drop(payload);
+
+    let scratch = Scratch::new()?;
+    let task = scratch.path.join("task");
+    let cache = scratch.path.join("tmp");
+    fs::create_dir_all(&task).and_then(|()| fs::create_dir_all(&cache))?;
+    fs::copy(&bootstrap, task.join("bootstrap"))
+        .with_context(|| format!("cannot copy {} into the task root", bootstrap.display()))?;
+    eprintln!(
+        "coldpack run: task root {} (as /var/task), cache {} (as /tmp)",
+        task.display(),
+        cache.display()
+    );
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let api = match &event {
+        Some(_) => Some(RuntimeApi::start(&scratch.path, timeout)?),
+        None => None,
+    };
+
+    let mut failed = Vec::new();
+    for (number, label) in [(1, "cold start"), (2, "re-init")] {
+        let start = start(
+            &task,
+            &cache,
+            &name,
+            &args.args,
+            api.as_ref(),
+            event.as_deref(),
+            timeout,
+        )?;
+        eprintln!(
+            "coldpack run: start {number} ({label}): {}",
+            describe(&start)
+        );
+        if let Some(answer) = &start.answer {
+            println!("{}", serde_json::to_string(&answer["payload"])?);
+        }
+        if start.decision() != ["extract", "reuse"][number - 1] {
+            failed.push(format!(
+                "start {number} ({label}) decided {}",
+                start.decision()
+            ));
+        }
+        if let Some(answer) = &start.answer {
+            if answer["outcome"] != "response" {
+                failed.push(format!("start {number} answered {}", answer["outcome"]));
+            }
+        }
+    }
+    if args.keep {
+        let tree = fs::read_dir(&cache)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.is_dir())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(none)".into());
+        eprintln!(
+            "coldpack run: kept {} (extracted tree: {tree})",
+            scratch.path.display()
+        );
+        scratch.keep();
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+fn describe(start: &Start) -> String {
+    let mut text = match &start.report {
+        Some(report) => format!(
+            "{} in {} ms ({})",
+            report["decision"].as_str().unwrap_or("?"),
+            report["ms"],
+            report["reason"].as_str().unwrap_or("")
+        ),
+        None => "the bootstrap wrote no report line".into(),
+    };
+    if let Some(answer) = &start.answer {
+        text.push_str(&format!(", event answered: {}", answer["outcome"]));
+        if let Some(kind) = answer["error_type"].as_str() {
+            text.push_str(&format!(" ({kind})"));
+        }
+    }
+    match (start.status, start.timed_out) {
+        (_, true) => text.push_str(&format!(
+            ", still running after {:.1} s: stopped (a Lambda runtime waits for events: try --event)",
+            start.wall.as_secs_f64()
+        )),
+        (Some(status), _) => text.push_str(&format!(
+            ", then the runtime exited ({status}) after {:.0} ms",
+            start.wall.as_secs_f64() * 1000.0
+        )),
+        (None, _) => text.push_str(&format!(
+            ", runtime stopped after {:.0} ms",
+            start.wall.as_secs_f64() * 1000.0
+        )),
+    }
+    text
+}
+
+/// Starts `task/bootstrap` once, as Lambda would, and waits for it to exit, to answer
+/// the event, or for the timeout.
+fn start(
+    task: &Path,
+    cache: &Path,
+    name: &str,
+    args: &[OsString],
+    api: Option<&RuntimeApi>,
+    event: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Start> {
+    let mut command = Command::new(task.join("bootstrap"));
+    command
+        .args(args)
+        .current_dir(task)
+        .env("LAMBDA_TASK_ROOT", task)
+        .env("COLDPACK_CACHE_DIR", cache)
+        .env_remove("COLDPACK_LOG")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped());
+    // What Lambda sets and runtime libraries insist on, unless the caller set them.
+    let defaults = [
+        ("AWS_LAMBDA_FUNCTION_NAME", name.to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "coldpack-run".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("_HANDLER", "handler".into()),
+    ];
+    for (key, value) in defaults {
+        if std::env::var_os(key).is_none() {
+            command.env(key, value);
+        }
+    }
+    if let Some(api) = api {
+        command.env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string());
+    }
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", task.join("bootstrap").display()))?;
+    let report = relay_stderr(&mut child);
+
+    let answer = match (api, event) {
+        (Some(api), Some(event)) => {
+            let (sender, receiver) = mpsc::channel();
+            let addr = api.addr;
+            let body = event.to_vec();
+            let wait = timeout;
+            thread::spawn(move || {
+                let _ = sender.send(invoke(addr, &body, wait));
+            });
+            loop {
+                if let Ok(answer) = receiver.recv_timeout(Duration::from_millis(20)) {
+                    break Some(answer?);
+                }
+                if child.try_wait()?.is_some() {
+                    // An init error is reported before the exit: give it a moment to land.
+                    break receiver
+                        .recv_timeout(Duration::from_secs(1))
+                        .ok()
+                        .transpose()?;
+                }
+                if started.elapsed() > timeout {
+                    break None;
+                }
+            }
+        }
+        _ => None,
+    };
+    let mut timed_out = false;
+    let status = if answer.is_some() {
+        // Answered: Lambda would freeze it; stop it as a re-init would.
+        let status = child.try_wait()?;
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status
+    } else {
+        loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if started.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                timed_out = true;
+                break None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let wall = started.elapsed();
+    let report = report.recv_timeout(Duration::from_secs(1)).ok().flatten();
+    Ok(Start {
+        report,
+        status,
+        wall,
+        answer,
+        timed_out,
+    })
+}
+
+/// Echoes the child's stderr as it comes and hands back the bootstrap's report line.
+fn relay_stderr(child: &mut Child) -> mpsc::Receiver<Option<Value>> {
+    let (sender, receiver) = mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    thread::spawn(move || {
+        let mut report = None;
+        let mut sent = false;
+        for line in BufReader::new(stderr).split(b'\n').map_while(|l| l.ok()) {
+            let _ = std::io::stderr().write_all(&[&line[..], b"\n"].concat());
+            if report.is_none() && line.starts_with(b"{\"coldpack\":\"bootstrap\"") {
+                report = serde_json::from_slice::<Value>(&line).ok();
+                // The runtime keeps stderr open while it serves events: report now.
+                let _ = sender.send(report.clone());
+                sent = true;
+            }
+        }
+        if !sent {
+            let _ = sender.send(report);
+        }
+    });
+    receiver
+}
+
+/// Sends one event through the test endpoint and returns its envelope.
+fn invoke(addr: SocketAddr, event: &[u8], timeout: Duration) -> Result<Value> {
+    let path = format!("/_test/invoke?timeout={}", timeout.as_secs());
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout + Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        event.len()
+    )?;
+    stream.write_all(event)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("the Runtime API answered without headers"))?;
+    let body = &response[split + 4..];
+    serde_json::from_slice(body).context("the Runtime API's answer is not JSON")
+}
+
+/// The test Runtime API server, stopped on drop.
+struct RuntimeApi {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl RuntimeApi {
+    fn start(scratch: &Path, timeout: Duration) -> Result<RuntimeApi> {
+        let script = scratch.join("runtime_api.py");
+        fs::write(&script, RUNTIME_API_PY)?;
+        let log = scratch.join("runtime_api.log");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args(["--invoke-timeout", &timeout.as_secs().to_string()])
+            .args(["--max-lifetime", &(4 * timeout.as_secs() + 30).to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log)?)
+            .spawn()
+            .map_err(|e| anyhow!("--event needs python3 to run the local Runtime API: {e}"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = sender.send(line);
+        });
+        let line = receiver
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default();
+        let Ok(port) = line.trim().parse::<u16>() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the local Runtime API did not start: {}",
+                fs::read_to_string(&log).unwrap_or_default().trim()
+            );
+        };
+        Ok(RuntimeApi {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private temporary directory, removed on drop unless kept.
+struct Scratch {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("coldpack-run-{}-{nanos:08x}", std::process::id()));
+        fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Scratch { path, keep: false })
+    }
+
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.keep {
+            // The extracted tree may hold read-only directories.
+            let _ = coldpack_bootstrap::cache::remove_tree(&self.path);
+        }
+    }
+}
