@@ -19,6 +19,8 @@ Test endpoints, beside the Runtime API:
                               "error_type", "payload"}, or 504 {"outcome": "timeout"}.
   GET  /_test/init-errors     the init errors received, as a JSON list of
                               {"error_type", "content_type", "body", "raw"}.
+  GET  /_test/queued          {"queued": N}: invocations no runtime has taken yet, so
+                              that a test can start a runtime only once its invoke waits.
 """
 
 import argparse
@@ -132,6 +134,10 @@ class Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 errors = list(self.state.init_errors)
             self.send_json(200, errors)
+        elif path == "/_test/queued":
+            with self.state.lock:
+                queued = len(self.state.queued)
+            self.send_json(200, {"queued": queued})
         else:
             self.send_json(404, {"errorMessage": "no such route", "errorType": "NotFound"})
 
