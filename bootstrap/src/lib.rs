@@ -189,4 +189,9 @@ pub fn fail(started: Instant, err: &Error) {
         fields: vec![("error_type", Value::Text(err.kind.lambda_type()))],
     };
     eprintln!("{}", report.line());
+    if let Some(api) = std::env::var("AWS_LAMBDA_RUNTIME_API").ok().filter(|v| !v.is_empty()) {
+        if let Err(why) = runtime_api::report_init_error(&api, err.kind.lambda_type(), &err.message) {
+            eprintln!("coldpack: init error not reported: {why}");
+        }
+    }
 }

@@ -218,7 +218,7 @@ impl Payload {
     }
 
     /// Length of the payload, header to last chunk.
-    pub fn len(&self) -> u64 {
+    pub fn byte_len(&self) -> u64 {
         self.header.payload_len().unwrap_or(0)
     }
 

@@ -52,7 +52,7 @@ pub fn cmd_inspect(args: &InspectArgs) -> Result<()> {
         "compressed_bytes": compressed,
         "chunks": manifest.chunks.len(),
         "bootstrap_bytes": payload.offset,
-        "payload_bytes": payload.len(),
+        "payload_bytes": payload.byte_len(),
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -83,7 +83,7 @@ pub fn cmd_inspect(args: &InspectArgs) -> Result<()> {
     println!(
         "  file        bootstrap {} bytes + payload {} bytes",
         payload.offset,
-        payload.len()
+        payload.byte_len()
     );
     Ok(())
 }
