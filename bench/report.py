@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""Turn one run's results (bench/work/results/<time>/) into BENCHMARKS.md on stdout.
+
+Times come from hyperfine's JSON exports. A run alternates its commands round by
+round, so each command's times are gathered from every round's export before the
+median is taken; ratios compare medians measured in the same run.
+
+    report.py RESULTS_DIR > BENCHMARKS.md
+    report.py sizes INSPECT_JSON BOOTSTRAP TAR_ZST TAR > sizes.json
+    perf script -F comm,tid,time,period | report.py threads > threads.json
+"""
+
+import glob
+import json
+import re
+import os
+import statistics
+import struct
+import sys
+
+CORPUS_TITLES = {
+    "python": "CPython, slim",
+    "small": "Many small files",
+    "big": "One big file",
+}
+CORPUS_ABOUT = {
+    "python": "the interpreter tree at `sys.base_prefix` without `test/`, `tests/` and `__pycache__`",
+    "small": "generated, laid out like `node_modules`: 512 B–20 KB files of real text and machine code, one symlink per package",
+    "big": "generated: one executable of slices of real ELF files (each XORed with its own byte, so it compresses like a binary, not like repeats), a few small files",
+}
+COLD_LABELS = {
+    "coldpack": "coldpack cold start",
+    "pipeline": "`zstd -d -c \\| tar -x`",
+    "tar": "`tar -x` of the uncompressed tar",
+}
+MODE_LABELS = {"2c": "2 cores", "1c": "1 core (`taskset -c 0`)"}
+TRAILER_LEN = 56  # after the payload: offset, length, header SHA-256, magic (bootstrap/src/payload.rs)
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def gather(pattern):
+    """command name -> every time (s) in the hyperfine exports matching pattern."""
+    times = {}
+    for path in sorted(glob.glob(pattern)):
+        for result in load(path)["results"]:
+            times.setdefault(result["command"], []).extend(result["times"])
+    return times
+
+
+def summary(times):
+    if not times:
+        return None
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+
+
+def seconds(t):
+    return f"{t:.3f} s" if t >= 1 else f"{t * 1000:.0f} ms" if t >= 0.1 else f"{t * 1000:.1f} ms"
+
+
+def millis(t):
+    return f"{t * 1000:.2f} ms"
+
+
+def mib(n):
+    return f"{n / 1024 / 1024:.1f} MiB"
+
+
+def mb(n):
+    return f"{n / 1e6:.1f} MB"
+
+
+def mark(ok):
+    return "✅" if ok else "❌"
+
+
+def sizes(inspect_path, bootstrap, tar_zst, tar):
+    """What `report.py sizes` records at pack time, before a later run replaces the files.
+
+    The bootstrap program's size is the payload's offset in the file: from `coldpack
+    inspect --json` when it names it, else from the trailer at the end of the file.
+    """
+    info = {}
+    if os.path.exists(inspect_path):
+        try:
+            info = load(inspect_path)
+        except ValueError:
+            pass
+    size = os.path.getsize(bootstrap)
+    offset = None
+    for key in ("payload_offset", "bootstrap_len", "bootstrap_size", "stub_len"):
+        if isinstance(info, dict) and isinstance(info.get(key), int):
+            offset = info[key]
+            break
+    if offset is None:
+        with open(bootstrap, "rb") as f:
+            f.seek(size - TRAILER_LEN)
+            trailer = f.read(TRAILER_LEN)
+        if trailer[-8:] == b"CPTRAIL1":
+            offset = struct.unpack("<Q", trailer[:8])[0]
+    return {"bootstrap_file": size, "stub": offset, "payload": None if offset is None else size - offset,
+            "tar_zst": os.path.getsize(tar_zst), "tar": os.path.getsize(tar)}
+
+
+PERF_LINE = re.compile(r"^\s+([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.+?)\s*$")
+
+
+def profile_rows(path, limit):
+    """Top (percent, dso, symbol) of a `perf report --sort dso,sym` listing."""
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        for line in f:
+            m = PERF_LINE.match(line)
+            if m:
+                dso = "kernel" if m.group(3) == "k" else os.path.basename(m.group(2))
+                rows.append((float(m.group(1)), dso, m.group(4)))
+    return rows[:limit]
+
+
+def profile_section(base):
+    out = []
+    for mode in ("2c", "1c"):
+        rows = profile_rows(os.path.join(base, f"profile-{mode}.txt"), 12)
+        if not rows:
+            continue
+        out.append(f"Where a cold start's CPU time goes, {MODE_LABELS[mode]} (`perf record -g`, self time, top symbols):")
+        out.append("")
+        threads_path = os.path.join(base, f"threads-{mode}.json")
+        if os.path.exists(threads_path):
+            t = load(threads_path)
+            busy = ", ".join(f"{e['cpu_ms']:.0f}" for e in t["threads"] if e["cpu_ms"] >= 1)
+            out.append(f"On CPU {t['cpu_ms']:.0f} ms in a {t['wall_ms']:.0f} ms profile: {t['cores_busy']} cores busy "
+                       f"on average (per thread, ms: {busy}).")
+            out.append("")
+        out.append("| self | where | symbol |")
+        out.append("|---:|---|---|")
+        for percent, dso, symbol in rows:
+            out.append(f"| {percent:.1f}% | {dso} | `{symbol[:90]}` |")
+        out.append("")
+    return out
+
+
+def corpus_section(results, name, meta, targets):
+    out = []
+    stats = meta["corpora"].get(name, {})
+    title = CORPUS_TITLES[name]
+    out.append(f"## {title}: {stats.get('entries', '?'):,} entries, {stats.get('files', '?'):,} files, "
+               f"{mb(stats.get('bytes', 0))}")
+    out.append("")
+    out.append(f"Corpus: {CORPUS_ABOUT[name]}.")
+    out.append("")
+    base = os.path.join(results, name)
+
+    # Cold start.
+    out.append("| Cold start (empty cache dir → entrypoint exec'd) | median | min–max | vs `zstd -d \\| tar -x` | runs |")
+    out.append("|---|---:|---:|---:|---:|")
+    for mode in ("2c", "1c"):
+        times = gather(os.path.join(base, f"cold-{mode}-r*.json"))
+        if not times:
+            continue
+        pipe = summary(times.get("pipeline"))
+        for command in ("coldpack", "pipeline", "tar"):
+            s = summary(times.get(command))
+            if not s:
+                continue
+            ratio = f"{s['median'] / pipe['median']:.2f}×" if pipe else "–"
+            label = f"{COLD_LABELS[command]}, {MODE_LABELS[mode]}"
+            if command == "coldpack":
+                label = f"**{label}**"
+                ratio = f"**{ratio}**"
+            out.append(f"| {label} | {seconds(s['median'])} | {seconds(s['min'])}–{seconds(s['max'])} | {ratio} | {s['n']} |")
+        cp = summary(times.get("coldpack"))
+        if cp and pipe:
+            ratio = cp["median"] / pipe["median"]
+            if mode == "2c":
+                limit = 0.65 if name == "big" else 0.60
+                extra = " (stretch 0.55×)" if name != "big" else ""
+                targets.append((f"Cold start, 2 cores, ≤ {limit:.2f}× the pipeline{extra}", title,
+                                f"{ratio:.2f}×", ratio <= limit))
+            else:
+                targets.append(("Cold start, 1 core, ≤ 0.85× the pipeline on the same core", title,
+                                f"{ratio:.2f}×", ratio <= 0.85))
+    out.append("")
+
+    # Warm start.
+    warm_rows = []
+    for mode in ("2c", "1c"):
+        times = gather(os.path.join(base, f"warm-{mode}-*-r*.json"))
+        direct = summary(times.get("direct"))
+        if not direct:
+            continue
+        for level in ("direct", "marker", "stat", "full"):
+            s = summary(times.get(level))
+            if not s:
+                continue
+            if level == "direct":
+                label, added = "exec the entrypoint directly", "–"
+            else:
+                label = f"bootstrap, `COLDPACK_VERIFY={level}`" + (" (default)" if level == "stat" else "")
+                added = f"+{millis(s['median'] - direct['median'])}"
+            warm_rows.append(f"| {label}, {MODE_LABELS[mode]} | {millis(s['median'])} | "
+                             f"{millis(s['min'])}–{millis(s['max'])} | {added} | {s['n']} |")
+            if name == "python" and level in ("marker", "stat"):
+                over = s["median"] - direct["median"]
+                limit = 0.0005 if level == "marker" else 0.005
+                entries = stats.get("entries") or 0
+                note = ""
+                if level == "stat" and entries:
+                    note = f" ({over / entries * 1e9:.0f} ns per entry × {entries:,} entries)"
+                targets.append((f"Warm start, `{level}`{' (default)' if level == 'stat' else ''}, "
+                                f"≤ {limit * 1000:g} ms over direct exec, {MODE_LABELS[mode]}", title,
+                                f"+{millis(over)}{note}", over <= limit))
+    if warm_rows:
+        out.append("| Warm start (intact copy → entrypoint exec'd) | median | min–max | added | runs |")
+        out.append("|---|---:|---:|---:|---:|")
+        out.extend(warm_rows)
+        out.append("")
+
+    # Memory, sizes, pack.
+    out.append("| Other | coldpack | baseline | ratio |")
+    out.append("|---|---:|---:|---:|")
+    rss_path = os.path.join(base, "rss.txt")
+    if os.path.exists(rss_path):
+        rss = {}
+        with open(rss_path) as f:
+            for line in f:
+                key, kb = line.split()
+                rss.setdefault(key, []).append(int(kb))
+        peak = max(rss.get("coldpack-2c", []) + rss.get("coldpack-1c", []) or [0]) * 1024
+        zstd_rss = max(rss.get("zstd-d", [0])) * 1024
+        out.append(f"| Peak RSS of a cold start (max of {sum(len(v) for k, v in rss.items() if k.startswith('coldpack'))} runs, "
+                   f"`/usr/bin/time -f %M`) | {mib(peak)} | {mib(zstd_rss)} (`zstd -d` alone) | – |")
+        targets.append(("Peak RSS ≤ 32 MiB", title, mib(peak), peak <= 32 * 1024 * 1024))
+    size_path = os.path.join(base, "sizes.json")
+    recorded = load(size_path) if os.path.exists(size_path) else {}
+    stub, payload, tzst_size = recorded.get("stub"), recorded.get("payload"), recorded.get("tar_zst")
+    if stub is not None:
+        out.append(f"| Bootstrap program (file size minus payload) | {stub / 1024:.0f} KiB | – | – |")
+    if payload is not None and tzst_size:
+        ratio = payload / tzst_size
+        out.append(f"| Payload size (level {meta['level']}) vs `tar -cf - \\| zstd -{meta['level']} -T0` | "
+                   f"{mb(payload)} | {mb(tzst_size)} | {ratio:.3f}× |")
+        targets.append(("Payload ≤ 1.01× `tar \\| zstd`", title, f"{ratio:.3f}×", ratio <= 1.01))
+    pack_cp = gather(os.path.join(base, "pack-coldpack.json")).get("coldpack")
+    pack_tz = gather(os.path.join(base, "pack-tarzstd.json")).get("tar-zstd")
+    if pack_cp and pack_tz:
+        a, b = statistics.median(pack_cp), statistics.median(pack_tz)
+        out.append(f"| Pack wall time vs `tar -cf - \\| zstd -{meta['level']} -T0` ({len(pack_cp)} run each) | "
+                   f"{seconds(a)} | {seconds(b)} | {a / b:.2f}× |")
+        targets.append(("Pack wall time ≤ 1.0× `tar \\| zstd -T0`", title, f"{a / b:.2f}×", a / b <= 1.0))
+    for tool in ("coldpack", "pipeline"):
+        path = os.path.join(base, f"check-{tool}.json")
+        if os.path.exists(path):
+            check = load(path)
+            verdict = "identical to the corpus" if check["ok"] else \
+                f"**{check['differences']} differences**, e.g. {'; '.join(check['first'][:2])}"
+            out.append(f"| Tree check: {'coldpack' if tool == 'coldpack' else 'the pipeline'}'s tree | {verdict} | – | – |")
+    out.append("")
+    out.extend(profile_section(base))
+    log = os.path.join(base, "coldpack-log.txt")
+    if os.path.exists(log):
+        with open(log) as f:
+            lines = [line.strip() for line in f if line.strip()]
+        if lines:
+            out.append(f"The bootstrap's own log line from one cold start (outside the timings): `{lines[-1][:600]}`")
+            out.append("")
+    return out
+
+
+def threads(lines):
+    """Per-thread CPU time and the span of the profile, from `perf script` samples.
+
+    cpu-clock samples only land while a thread runs, so CPU time over wall time says
+    how many cores the cold start kept busy; the rest it spent waiting.
+    """
+    per_tid, first, last = {}, None, None
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        comm, tid, stamp, period = parts[0], parts[1], parts[2].rstrip(":"), parts[3]
+        t = float(stamp)
+        first = t if first is None else min(first, t)
+        last = t if last is None else max(last, t)
+        entry = per_tid.setdefault(tid, {"comm": comm, "cpu_ms": 0.0})
+        entry["cpu_ms"] += int(period) / 1e6
+    wall_ms = (last - first) * 1000 if first is not None else 0.0
+    cpu_ms = sum(e["cpu_ms"] for e in per_tid.values())
+    return {"wall_ms": round(wall_ms, 1), "cpu_ms": round(cpu_ms, 1),
+            "cores_busy": round(cpu_ms / wall_ms, 2) if wall_ms else None,
+            "threads": sorted(({"tid": k, **v, "cpu_ms": round(v["cpu_ms"], 1)} for k, v in per_tid.items()),
+                              key=lambda e: -e["cpu_ms"])}
+
+
+def main():
+    if len(sys.argv) == 2 and sys.argv[1] == "threads":
+        print(json.dumps(threads(sys.stdin)))
+        return
+    if len(sys.argv) == 6 and sys.argv[1] == "sizes":
+        print(json.dumps(sizes(*sys.argv[2:])))
+        return
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    results = sys.argv[1]
+    meta = load(os.path.join(results, "meta.json"))
+    names = [n for n in ("python", "small", "big") if os.path.isdir(os.path.join(results, n))]
+    targets = []
+    sections = []
+    for name in names:
+        sections.extend(corpus_section(results, name, meta, targets))
+
+    out = ["# coldpack benchmarks", ""]
+    out.append("Produced by `bash bench/run` (about 20 minutes; `BENCH_QUICK=1 bash bench/run` for a "
+               "smoke run of a few minutes). Numbers are from one run on one machine: compare the ratios, "
+               "not the absolute times. hyperfine's raw JSON stays in `bench/work/results/`.")
+    out.append("")
+    if meta.get("quick"):
+        out.append("> **Quick run** (`BENCH_QUICK=1`): smaller corpora and few runs; a smoke test, not a result.")
+        out.append("")
+    out.append(f"- Date: {meta['date']}; coldpack at {meta['coldpack_rev']}; run took {meta['duration_s'] // 60} min {meta['duration_s'] % 60} s")
+    out.append(f"- Machine: {meta['cpu']}, {meta['cores']} cores available ({meta['cpus_listed']} listed), "
+               f"{meta['memory_gib']} GiB, {meta['os']}, kernel {meta['kernel']}")
+    out.append(f"- zstd level {meta['level']} for coldpack and for `tar -cf - | zstd -{meta['level']} -T0` alike; "
+               f"{meta['zstd'].strip('* ')}; {meta['hyperfine']}; {meta['tar']}")
+    out.append(f"- Timed runs write to: {meta['fs']}")
+    if "others_cpu" in meta:
+        busy = meta["others_cpu"]
+        out.append(f"- Other processes (and kernel threads) used {busy:.0%} of the machine's CPU during the run"
+                   + (" — **a busy machine: take these numbers with care**" if busy > 0.1 else "")
+                   + f"; hypervisor steal {meta['steal_cpu']:.0%}.")
+    out.append(f"- Cold starts: {meta['rounds']} rounds; each round runs every command once with 2 cores and once "
+               "pinned to one core, in an order that rotates from round to round, each into a new empty directory "
+               "after a `sync` of the previous run's data (hyperfine `--prepare`, not timed). Tars extract with "
+               "`--no-same-owner`, as the unprivileged Lambda user would.")
+    out.append(f"- Warm starts: {meta['warm_rounds']} rounds of hyperfine `-N` (no shell) per verification level, "
+               f"rotated; entrypoint: {meta['entry']}.")
+    out.append("")
+
+    out.append("## Targets (issue 3)")
+    out.append("")
+    out.append("| Target | Corpus | Measured | Met |")
+    out.append("|---|---|---:|:-:|")
+    for what, corpus, measured, ok in targets:
+        out.append(f"| {what} | {corpus} | {measured} | {mark(ok)} |")
+    out.append("")
+    python_entries = meta["corpora"].get("python", {}).get("entries")
+    if python_entries and python_entries > 12_000:
+        out.append(f"The issue sized the CPython corpus at about 9,000 entries and 147 MB; on this machine the "
+                   f"same recipe gives {python_entries:,} entries and "
+                   f"{mb(meta['corpora']['python']['bytes'])}, because its `site-packages` holds boto3, "
+                   f"awscli and more. The warm-start targets are absolute times, so they are harder here "
+                   f"by that factor; the per-entry cost is shown next to the `stat` result.")
+        out.append("")
+    out.extend(sections)
+    print("\n".join(out).rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    main()
