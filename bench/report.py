@@ -91,7 +91,7 @@ def sizes(inspect_path, bootstrap, tar_zst, tar):
             pass
     size = os.path.getsize(bootstrap)
     offset = None
-    for key in ("payload_offset", "bootstrap_len", "bootstrap_size", "stub_len"):
+    for key in ("bootstrap_bytes", "payload_offset"):
         if isinstance(info, dict) and isinstance(info.get(key), int):
             offset = info[key]
             break
@@ -102,6 +102,7 @@ def sizes(inspect_path, bootstrap, tar_zst, tar):
         if trailer[-8:] == b"CPTRAIL1":
             offset = struct.unpack("<Q", trailer[:8])[0]
     return {"bootstrap_file": size, "stub": offset, "payload": None if offset is None else size - offset,
+            "chunks": info.get("chunks") if isinstance(info, dict) else None,
             "tar_zst": os.path.getsize(tar_zst), "tar": os.path.getsize(tar)}
 
 
@@ -241,6 +242,8 @@ def corpus_section(results, name, meta, targets):
     stub, payload, tzst_size = recorded.get("stub"), recorded.get("payload"), recorded.get("tar_zst")
     if stub is not None:
         out.append(f"| Bootstrap program (file size minus payload) | {stub / 1024:.0f} KiB | – | – |")
+    if recorded.get("chunks"):
+        out.append(f"| Payload chunks (independently compressed) | {recorded['chunks']} | – | – |")
     if payload is not None and tzst_size:
         ratio = payload / tzst_size
         out.append(f"| Payload size (level {meta['level']}) vs `tar -cf - \\| zstd -{meta['level']} -T0` | "
