@@ -8,6 +8,7 @@ median is taken; ratios compare medians measured in the same run.
     report.py RESULTS_DIR > BENCHMARKS.md
     report.py sizes INSPECT_JSON BOOTSTRAP TAR_ZST TAR > sizes.json
     perf script -F comm,tid,time,period | report.py threads > threads.json
+    report.py procs > procs.json      (CPU time of every process, to see who else ran)
 """
 
 import glob
@@ -300,7 +301,54 @@ def threads(lines):
                               key=lambda e: -e["cpu_ms"])}
 
 
+def procs():
+    """pid -> [comm, start time, CPU ticks, parent] for every process.
+
+    Reaped children's time (cutime) is left out: it lands all at once when a child
+    exits, however long ago it ran.
+    """
+    snapshot = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        snapshot[pid] = [comm, int(fields[19]), int(fields[11]) + int(fields[12]), int(fields[1])]
+    return snapshot
+
+
+def other_consumers(start, end, ours, wall_ticks):
+    """Share of the machine's CPU per command name over a run, for the processes alive at
+    its end outside the tree of ours (those that came and went are in no snapshot)."""
+    def in_our_tree(pid):
+        seen = set()
+        while pid in end and pid not in seen:
+            if pid == ours:
+                return True
+            seen.add(pid)
+            pid = str(end[pid][3])
+        return False
+    by_comm = {}
+    for pid, (comm, started, ticks, _) in end.items():
+        if in_our_tree(pid):
+            continue
+        before = start.get(pid)
+        delta = ticks - before[2] if before and before[1] == started else ticks
+        if delta > 0:
+            by_comm[comm] = by_comm.get(comm, 0) + delta
+    top = sorted(by_comm.items(), key=lambda kv: -kv[1])[:6]
+    return [[comm, round(ticks / wall_ticks, 3)] for comm, ticks in top]
+
+
 def main():
+    if len(sys.argv) == 2 and sys.argv[1] == "procs":
+        print(json.dumps(procs()))
+        return
     if len(sys.argv) == 2 and sys.argv[1] == "threads":
         print(json.dumps(threads(sys.stdin)))
         return
@@ -335,7 +383,10 @@ def main():
         busy = meta["others_cpu"]
         out.append(f"- Other processes (and kernel threads) used {busy:.0%} of the machine's CPU during the run"
                    + (" — **a busy machine: take these numbers with care**" if busy > 0.1 else "")
-                   + f"; hypervisor steal {meta['steal_cpu']:.0%}.")
+                   + f"; hypervisor steal {meta['steal_cpu']:.0%}"
+                   + (f"; the benchmark ran at nice {meta['nice']}" if meta.get("nice") else "")
+                   + (" (most, of those still running at its end: " + ", ".join(f"{c} {s:.0%}" for c, s in meta["others_top"]) + ")."
+                      if meta.get("others_top") else "."))
     out.append(f"- Cold starts: {meta['rounds']} rounds; each round runs every command once with 2 cores and once "
                "pinned to one core, in an order that rotates from round to round, each into a new empty directory "
                "after a `sync` of the previous run's data (hyperfine `--prepare`, not timed). Tars extract with "
