@@ -124,6 +124,8 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
             options.entrypoint.display()
         );
     }
+    let inside = check_entrypoint(&options.dir, &options.entrypoint, &excludes)?;
+    let stock = stock_bootstrap(options.bootstrap.as_deref())?;
     let stage = progress.stage("walking", 0, false);
     let Walked {
         mut entries,
@@ -135,8 +137,13 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
         entries.len(),
         options.dir.display()
     ));
-    let entrypoint = check_entrypoint(&options.dir, &options.entrypoint, &excludes, &entries)?;
-    let stock = stock_bootstrap(options.bootstrap.as_deref())?;
+    let entrypoint = entries
+        .binary_search_by(|e| e.path.as_slice().cmp(&inside))
+        .ok()
+        .map(|i| match entries[i].kind {
+            EntryKind::Hardlink { target } => target as usize,
+            _ => i,
+        });
 
     let total: u64 = entries.iter().map(|e| e.file_size()).sum();
     let stage = progress.stage("hashing", total, true);
@@ -224,8 +231,8 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
         .collect();
     if !over.is_empty() && !options.force {
         bail!(
-            "over Lambda's limits, nothing written (--force to write it anyway):\n  {}",
-            over.join("\n  ")
+            "over Lambda's limits, nothing written (--force to write it anyway): {}",
+            over.join("; ")
         );
     }
 
@@ -346,16 +353,11 @@ fn relative_entrypoint(entrypoint: &Path) -> Result<Vec<u8>> {
 }
 
 /// The entrypoint must resolve, through any links, to an executable file inside DIR
-/// that is packed; returns that file's entry index.
-fn check_entrypoint(
-    dir: &Path,
-    entrypoint: &Path,
-    excludes: &Excludes,
-    entries: &[Entry],
-) -> Result<Option<usize>> {
+/// that is packed; returns that file's path inside DIR.
+fn check_entrypoint(dir: &Path, entrypoint: &Path, excludes: &Excludes) -> Result<Vec<u8>> {
     let path = dir.join(entrypoint);
-    let root =
-        fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let root = fs::canonicalize(dir)
+        .with_context(|| format!("cannot read runtime directory {}", dir.display()))?;
     let resolved = fs::canonicalize(&path).map_err(|e| {
         anyhow!(
             "entrypoint {} does not exist ({e}): --entrypoint is a path inside DIR",
@@ -389,13 +391,7 @@ fn check_entrypoint(
             path.display()
         );
     }
-    let index = entries
-        .binary_search_by(|e| e.path.as_slice().cmp(inside))
-        .ok();
-    Ok(index.map(|i| match entries[i].kind {
-        EntryKind::Hardlink { target } => target as usize,
-        _ => i,
-    }))
+    Ok(inside.to_vec())
 }
 
 /// The bootstrap to prepend: the one built into coldpack, or `--bootstrap`.
