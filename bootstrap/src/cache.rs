@@ -18,7 +18,7 @@
 //! it was marked is not taken for the one that was checked.
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -65,6 +65,11 @@ impl Cache {
     pub fn lock(&self) -> Result<sys::Lock> {
         match fs::metadata(&self.dir) {
             Ok(meta) if meta.is_dir() => {}
+            // A handler that cleans `/tmp` with `rm -rf /tmp/*` also removes a cache
+            // directory inside it; every later init in the sandbox would fail if it
+            // were not made again, as `mkdir -p` would.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(&self.dir)
+                .map_err(|e| self.unusable("cannot create cache directory", &self.dir, e))?,
             Ok(_) => {
                 return Err(Error::new(
                     ErrorKind::CacheDir,
@@ -92,11 +97,18 @@ impl Cache {
     /// Whether the tree is there and marked complete for this payload; if not, why.
     pub fn check_marker(&self) -> std::result::Result<(), String> {
         let mut text = String::new();
+        // O_NONBLOCK: opening a FIFO planted under the marker's name would otherwise
+        // wait for a writer forever; only a small regular file can be a marker.
         let marker = OpenOptions::new()
             .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(&self.marker)
-            .and_then(|mut file| file.read_to_string(&mut text));
+            .and_then(|file| {
+                if !file.metadata()?.is_file() {
+                    return Err(io::ErrorKind::InvalidData.into());
+                }
+                file.take(256).read_to_string(&mut text)
+            });
         let root = fs::symlink_metadata(&self.root);
         match (marker, &root) {
             (Err(_), Err(_)) => return Err(format!("no extracted copy in {}", self.dir.display())),
@@ -125,38 +137,69 @@ impl Cache {
     /// marker without the tree it vouched for.
     pub fn sweep(&self) -> Result<Vec<PathBuf>> {
         let _ = fs::remove_file(&self.marker);
-        let lock = format!("{}lock", self.prefix);
+        let owned = self.owned()?;
         let mut trash = Vec::new();
-        let listing =
-            fs::read_dir(&self.dir).map_err(|e| self.unusable("cannot list", &self.dir, e))?;
-        for item in listing {
-            let item = item.map_err(|e| self.unusable("cannot list", &self.dir, e))?;
-            let name = item.file_name();
-            let Some(name) = name
-                .to_str()
-                .filter(|n| n.starts_with(&self.prefix) && *n != lock)
-            else {
-                continue;
-            };
-            let path = item.path();
-            let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+        let mut n = 0;
+        for (name, is_dir) in &owned {
+            let path = self.dir.join(name);
             if !is_dir {
                 fs::remove_file(&path).map_err(|e| self.unusable("cannot remove", &path, e))?;
             } else if name[self.prefix.len()..].starts_with("trash-") {
                 trash.push(path);
             } else {
-                let moved = self.dir.join(format!(
-                    "{}trash-{}-{}",
-                    self.prefix,
-                    std::process::id(),
-                    trash.len()
-                ));
+                // Lambda gives the bootstrap the same pid at every init of a sandbox,
+                // so a killed start's trash can carry this start's pid: skip the names
+                // it left, or the rename would fail (or replace an empty one).
+                let moved = loop {
+                    let name = format!("{}trash-{}-{n}", self.prefix, std::process::id());
+                    n += 1;
+                    if !owned.iter().any(|(taken, _)| *taken == name) {
+                        break self.dir.join(name);
+                    }
+                };
                 fs::rename(&path, &moved)
                     .map_err(|e| self.unusable("cannot move aside", &path, e))?;
                 trash.push(moved);
             }
         }
         Ok(trash)
+    }
+
+    /// The names this payload's name owns in the cache directory, except the lock,
+    /// with whether each is a directory (never following a link). Listed in full
+    /// before anything is renamed, so a rename cannot show up again in the listing.
+    fn owned(&self) -> Result<Vec<(String, bool)>> {
+        let lock = format!("{}lock", self.prefix);
+        let listing =
+            fs::read_dir(&self.dir).map_err(|e| self.unusable("cannot list", &self.dir, e))?;
+        let mut owned = Vec::new();
+        for item in listing {
+            let item = item.map_err(|e| self.unusable("cannot list", &self.dir, e))?;
+            let name = item.file_name();
+            if let Some(name) = name
+                .to_str()
+                .filter(|n| n.starts_with(&self.prefix) && *n != lock)
+            {
+                owned.push((name.to_owned(), item.file_type().is_ok_and(|t| t.is_dir())));
+            }
+        }
+        Ok(owned)
+    }
+
+    /// On the warm path: deletes what a killed start left beside the reused tree (a
+    /// trash tree it was deleting, a staging tree, an older version), which no cold
+    /// start would otherwise come to remove. One listing when there is nothing, which
+    /// is almost always; failures are left for the next start.
+    pub fn remove_leftovers(&self) {
+        let Ok(owned) = self.owned() else { return };
+        let (root, marker) = (self.root.file_name(), self.marker.file_name());
+        for (name, _) in owned {
+            if Some(std::ffi::OsStr::new(&name)) != root
+                && Some(std::ffi::OsStr::new(&name)) != marker
+            {
+                let _ = remove_tree(&self.dir.join(name));
+            }
+        }
     }
 
     /// Fails before anything is written if the tree cannot fit; deletes `trash` first
@@ -191,12 +234,23 @@ impl Cache {
         let mut pending = OsString::from(self.marker.as_os_str());
         pending.push(".pending");
         let pending = PathBuf::from(pending);
-        let written = File::create(&pending).and_then(|mut file| {
-            file.write_all(self.marker_text(root.dev(), root.ino()).as_bytes())
-        });
+        // create_new (O_EXCL) never follows a link planted under the pending name.
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&pending)
+            .and_then(|mut file| {
+                file.write_all(self.marker_text(root.dev(), root.ino()).as_bytes())
+            });
         written
             .and_then(|()| fs::rename(&pending, &self.marker))
-            .map_err(|e| self.unusable("cannot write completion marker", &self.marker, e))
+            .map_err(|e| {
+                // A tree that cannot be marked (a full disk) is only taking space.
+                let _ = fs::remove_file(&pending);
+                let _ = remove_tree(&self.root);
+                self.unusable("cannot write completion marker", &self.marker, e)
+            })
     }
 }
 
@@ -208,18 +262,23 @@ struct Need {
 
 impl Need {
     fn of(manifest: &Manifest) -> Need {
-        let bytes = manifest
+        let bytes: u64 = manifest
             .entries
             .iter()
-            .map(|entry| match entry.kind {
+            .map(|entry| match &entry.kind {
                 EntryKind::File { size, .. } => size.div_ceil(BLOCK) * BLOCK,
                 EntryKind::Dir => BLOCK,
+                // ext4 keeps a target under 60 bytes in the inode, tmpfs under 128;
+                // a longer one takes a block of its own.
+                EntryKind::Symlink { target } if target.len() >= 60 => BLOCK,
                 EntryKind::Symlink { .. } | EntryKind::Hardlink { .. } => 0,
             })
             .sum();
+        // One more file and block for the completion marker, written last: a tree
+        // that fits exactly would otherwise be extracted, then thrown away.
         Need {
-            bytes,
-            inodes: manifest.entries.len() as u64,
+            bytes: bytes + BLOCK,
+            inodes: manifest.entries.len() as u64 + 1,
         }
     }
 }
@@ -230,8 +289,19 @@ impl Need {
 /// to a 512 MB step (Lambda takes 512 to 10240 MB).
 pub fn no_space(dir: &Path, manifest: &Manifest) -> Error {
     const MB: u64 = 1024 * 1024;
-    let need = Need::of(manifest).bytes;
-    let (free, total) = sys::free_space(dir).map_or((0, 0), |f| (f.bytes, f.total));
+    let wanted = Need::of(manifest);
+    let need = wanted.bytes;
+    let (free, total, inodes) =
+        sys::free_space(dir).map_or((0, 0, 0), |f| (f.bytes, f.total, f.inodes));
+    // On a disk with bytes to spare, the files (inodes) are what runs out.
+    let (need_text, free_text) = if free >= need && inodes < wanted.inodes {
+        (
+            format!("{} files", wanted.inodes),
+            format!("{inodes} are free"),
+        )
+    } else {
+        (format!("{need} bytes"), format!("{free} are free"))
+    };
     let suggest = (total + need.saturating_sub(free)).div_ceil(512 * MB) * 512 + 512;
     let remedy = if suggest <= 10240 {
         format!("raise the function's ephemeral storage to {suggest} MB (EphemeralStorage)")
@@ -241,7 +311,7 @@ pub fn no_space(dir: &Path, manifest: &Manifest) -> Error {
     Error::new(
         ErrorKind::NoSpace,
         format!(
-            "not enough space in {} for the runtime: it needs {need} bytes and {free} are free; {remedy}",
+            "not enough space in {} for the runtime: it needs {need_text} and {free_text}; {remedy}",
             dir.display(),
         ),
     )

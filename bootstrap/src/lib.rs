@@ -110,11 +110,14 @@ fn prepare(started: Instant, config: &Config) -> Result<(PathBuf, manifest::Laun
         verify::check_tree(&cache.root, m, config.verify)
     });
     let (decision, reason, threads) = match verdict {
-        Ok(()) => (
-            "reuse",
-            format!("intact copy ({} check)", config.verify.as_str()),
-            0,
-        ),
+        Ok(()) => {
+            cache.remove_leftovers();
+            (
+                "reuse",
+                format!("intact copy ({} check)", config.verify.as_str()),
+                0,
+            )
+        }
         Err(why) => {
             let manifest = match manifest {
                 Some(m) => m,
@@ -189,8 +192,12 @@ pub fn fail(started: Instant, err: &Error) {
         fields: vec![("error_type", Value::Text(err.kind.lambda_type()))],
     };
     eprintln!("{}", report.line());
-    if let Some(api) = std::env::var("AWS_LAMBDA_RUNTIME_API").ok().filter(|v| !v.is_empty()) {
-        if let Err(why) = runtime_api::report_init_error(&api, err.kind.lambda_type(), &err.message) {
+    if let Some(api) = std::env::var("AWS_LAMBDA_RUNTIME_API")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        if let Err(why) = runtime_api::report_init_error(&api, err.kind.lambda_type(), &err.message)
+        {
             eprintln!("coldpack: init error not reported: {why}");
         }
     }
