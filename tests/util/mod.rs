@@ -370,3 +370,141 @@ fn describe(seen: &Seen) -> String {
             .map(|p| String::from_utf8_lossy(p).into_owned())
     )
 }
+
+/// The command that `start` runs, for a test that must spawn, time or kill it.
+pub fn start_command(bootstrap: &Path, cache: &Path, who: Who, env: &[(&str, &str)]) -> Command {
+    let mut command = match who {
+        Who::Me => Command::new(bootstrap),
+        Who::Nobody => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(bootstrap);
+            c
+        }
+    };
+    command
+        .env("COLDPACK_CACHE_DIR", cache)
+        .env_remove("COLDPACK_VERIFY")
+        .env_remove("COLDPACK_LOG")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// Runs `sh -c script` as `who`, which must succeed (a tamper step, say).
+pub fn shell_as(who: Who, script: &str) {
+    let mut command = match who {
+        Who::Me => Command::new("sh"),
+        Who::Nobody => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "sh",
+            ]);
+            c
+        }
+    };
+    let output = command.arg("-c").arg(script).output().expect("run sh");
+    assert!(
+        output.status.success(),
+        "{who:?}: `{script}` failed: {}",
+        text(&output.stderr)
+    );
+}
+
+/// Runs `job` on every item with `threads` threads; results come back in item order.
+pub fn run_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    job: impl Fn(usize, &T) -> R + Sync,
+) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let result = job(i, item);
+                *results[i].lock().unwrap() = Some(result);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| slot.into_inner().unwrap().expect("every job ran"))
+        .collect()
+}
+
+/// Like `compare_trees`, against a tree walked once beforehand (a big fixture that
+/// many starts are compared with).
+pub fn compare_walked(want: &BTreeMap<Vec<u8>, Seen>, actual: &Path) -> Vec<String> {
+    let got = walk(actual);
+    let mut differences = Vec::new();
+    for (rel, seen) in want {
+        let shown = String::from_utf8_lossy(rel);
+        match got.get(rel) {
+            None => differences.push(format!("{shown:?} is missing")),
+            Some(other) if other != seen => differences.push(format!(
+                "{shown:?} differs: expected {}, got {}",
+                describe(seen),
+                describe(other)
+            )),
+            Some(_) => {}
+        }
+    }
+    for rel in got.keys().filter(|rel| !want.contains_key(*rel)) {
+        differences.push(format!("{:?} is extra", String::from_utf8_lossy(rel)));
+    }
+    differences
+}
+
+/// The names in a directory, sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("list dir")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A small seeded generator (splitmix64): every random choice a test makes comes from
+/// one seed, printed so that a failure can be replayed with `COLDPACK_SEED=<seed>`.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env(test: &str) -> Rng {
+        let seed = std::env::var("COLDPACK_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        println!("{test}: seed {seed} (replay with COLDPACK_SEED={seed})");
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
