@@ -905,3 +905,220 @@ fn every_subcommand_help_reads_well() {
         assert!(top.contains(&format!("  {sub} ")), "{top}");
     }
 }
+
+/// A fenced block of a page in docs/: its language, its text, and the reason given in a
+/// `<!-- not run: ... -->` comment just before it, if any.
+struct Block {
+    lang: String,
+    text: String,
+    not_run: Option<String>,
+}
+
+fn blocks(markdown: &str) -> Vec<Block> {
+    let mut found = Vec::new();
+    let mut lines = markdown.lines();
+    let mut previous = "";
+    while let Some(line) = lines.next() {
+        if let Some(lang) = line.strip_prefix("```") {
+            let not_run = previous
+                .strip_prefix("<!-- not run:")
+                .map(|r| r.trim_end_matches("-->").trim().to_string());
+            let text: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            found.push(Block {
+                lang: lang.trim().to_string(),
+                text: text.join("\n") + "\n",
+                not_run,
+            });
+        }
+        if !line.trim().is_empty() {
+            previous = line;
+        }
+    }
+    found
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// What the pages start from, standing in for what they download or build: a runtime
+/// whose `bin/start` prints and exits, a Python and a Node tree whose interpreter is
+/// this machine's, and a bootstrap that says it is built for aarch64.
+fn docs_stand_ins(dir: &Path) {
+    write_file(
+        &dir.join("runtime/bin/start"),
+        b"#!/bin/sh\necho \"started with $* GREETING=$GREETING\"\n",
+        0o755,
+    );
+    write_file(&dir.join("runtime/lib/data.txt"), b"data\n", 0o644);
+    write_file(
+        &dir.join("python/bin/python3.12"),
+        b"#!/bin/sh\nexec python3 \"$@\"\n",
+        0o755,
+    );
+    symlink("python3.12", dir.join("python/bin/python3")).unwrap();
+    write_file(&dir.join("python/lib/python3.12/os.py"), b"# os\n", 0o644);
+    write_file(
+        &dir.join("python/lib/python3.12/__pycache__/os.cpython-312.pyc"),
+        &realistic_bytes(4096, 9),
+        0o644,
+    );
+    write_file(
+        &dir.join("python/lib/python3.12/test/test_os.py"),
+        b"# test\n",
+        0o644,
+    );
+    write_file(
+        &dir.join("node/bin/node"),
+        b"#!/bin/sh\nexec node \"$@\"\n",
+        0o755,
+    );
+    write_file(
+        &dir.join("node/include/node/node.h"),
+        b"/* header */\n",
+        0o644,
+    );
+    write_file(
+        &dir.join("node/share/doc/node/README.md"),
+        b"# node\n",
+        0o644,
+    );
+    let mut arm_stock = coldpack::STOCK_BOOTSTRAP.to_vec();
+    arm_stock[18..20].copy_from_slice(&EM_AARCH64.to_le_bytes());
+    write_file(&dir.join("bootstrap-aarch64"), &arm_stock, 0o755);
+}
+
+/// A local AWS mock (moto) for the pages' `aws` commands, stopped on drop.
+struct Moto(std::process::Child, u16);
+
+impl Moto {
+    fn start(log: &Path) -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-p", &port.to_string()])
+            // AWSLambdaBasicExecutionRole and the other AWS-managed policies.
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .stdout(fs::File::create(log).unwrap())
+            .stderr(fs::File::create(log.with_extension("err")).unwrap())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto(child, port);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return moto;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("moto_server did not listen on {port}");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every `sh` block of every page in docs/ runs, in order, page by page, in a fresh
+/// directory with `coldpack` on PATH; the `aws` commands run against moto, and a SAM
+/// template is checked with cfn-lint. A block that cannot run here (a download, a cross
+/// toolchain) must say why in a `<!-- not run: ... -->` comment.
+#[test]
+fn docs_commands_run() {
+    let mut pages: Vec<PathBuf> = fs::read_dir(repo().join("docs"))
+        .expect("docs/ exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    pages.sort();
+    assert!(!pages.is_empty());
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_coldpack")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for page in pages {
+        let name = page.file_name().unwrap().to_string_lossy().into_owned();
+        let blocks = blocks(&fs::read_to_string(&page).unwrap());
+        let mut script = String::from("set -euxo pipefail\n");
+        let mut templates = Vec::new();
+        for block in &blocks {
+            match (block.lang.as_str(), &block.not_run) {
+                ("sh", None) => script.push_str(&block.text),
+                ("sh", Some(reason)) => assert!(!reason.is_empty(), "{name}: not run, but why?"),
+                ("yaml", _) if block.text.contains("AWSTemplateFormatVersion") => {
+                    templates.push(block.text.clone())
+                }
+                _ => {}
+            }
+        }
+        let sandbox = Sandbox::new();
+        let dir = sandbox.path("");
+        docs_stand_ins(&dir);
+        let needs_aws = script.contains("aws ");
+        if needs_aws && !(on_path("aws") && on_path("moto_server")) {
+            eprintln!("docs/{name}: skipped, its aws commands need `aws` and `moto_server` (pip: awscli, moto[server])");
+            continue;
+        }
+        let _moto = needs_aws.then(|| Moto::start(&sandbox.path("moto.log")));
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(&script)
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .env_remove("COLDPACK_CACHE_DIR")
+            .env_remove("COLDPACK_VERIFY")
+            .env_remove("COLDPACK_LOG");
+        if let Some(moto) = &_moto {
+            command
+                .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", moto.1))
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .env("AWS_CONFIG_FILE", "/dev/null")
+                .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+        }
+        let output = command.output().expect("run bash");
+        assert!(
+            output.status.success(),
+            "docs/{name}: a command failed\n--- stdout\n{}\n--- stderr\n{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        for template in templates {
+            let file = dir.join("template.yaml");
+            fs::write(&file, template).unwrap();
+            if !on_path("cfn-lint") {
+                eprintln!(
+                    "docs/{name}: SAM template not checked, `cfn-lint` is missing (pip: cfn-lint)"
+                );
+                continue;
+            }
+            let lint = Command::new("cfn-lint")
+                .arg(&file)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                lint.status.success(),
+                "docs/{name}: cfn-lint: {}{}",
+                text(&lint.stdout),
+                text(&lint.stderr)
+            );
+        }
+    }
+}

@@ -121,8 +121,8 @@ pub struct PackArgs {
 
     /// Leave out entries matching GLOB; repeatable, added to the config file's. A
     /// GLOB without `/` matches a name at any depth (`__pycache__`, `*.pyc`); one
-    /// with `/` matches the path from DIR (`lib/python3.*/test`, `**/tests`). An
-    /// excluded directory takes its contents with it.
+    /// with `/` matches the path from DIR (`lib/python3.*/test`, `**/tests`, `/include`
+    /// for `include` at the top only). An excluded directory takes its contents with it.
     #[arg(long = "exclude", value_name = "GLOB")]
     pub exclude: Vec<String>,
 

@@ -280,7 +280,7 @@ fn junk(entries: &[Entry]) -> Vec<Lint> {
     let mut lints = Vec::new();
     if pycache_dirs > 0 {
         lints.push(warning(format!(
-            "{pycache_dirs} __pycache__ directories cost {}: Python rebuilds what it imports in the writable copy if they are left out (--exclude __pycache__), at some cost to the first start",
+            "{pycache_dirs} __pycache__ directories cost {}: left out (--exclude __pycache__), Python compiles what it imports at the first start; then set PYTHONPYCACHEPREFIX=/tmp/pycache so that it does not write into the copy the bootstrap checks",
             megabytes(pycache_bytes)
         )));
     }

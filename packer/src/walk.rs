@@ -31,14 +31,19 @@ impl Excludes {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
         for glob in globs {
-            let trimmed = glob.trim_start_matches("./").trim_end_matches('/');
+            // `./x` and `/x` anchor a name at the root; a trailing `/` changes nothing.
+            let anchored = glob.starts_with('/') || glob.starts_with("./");
+            let trimmed = glob
+                .trim_start_matches("./")
+                .trim_start_matches('/')
+                .trim_end_matches('/');
             let compiled = |text: &str| -> Result<Glob> {
                 GlobBuilder::new(text)
                     .literal_separator(true)
                     .build()
                     .with_context(|| format!("--exclude {glob:?} is not a valid glob"))
             };
-            if trimmed.contains('/') {
+            if anchored || trimmed.contains('/') {
                 paths.add(compiled(trimmed)?);
             } else {
                 names.add(compiled(trimmed)?);
