@@ -1252,9 +1252,32 @@ fn a_tree_that_cannot_fit_is_refused_before_writing() {
     pack(&src, "bin/entry", &sandbox.path("out"), &["--name", "full"]);
     let bootstrap = sandbox.path("out/bootstrap");
     for who in users() {
-        // Too few bytes, then too few inodes.
-        for (size, inodes, what) in [(1 << 20, 1000, "bytes"), (16 << 20, 40, "inodes")] {
-            let context = format!("{who:?}, too few {what}");
+        // Too few bytes; too few inodes; exactly the tree's inodes (the completion
+        // marker needs one more, and must be counted before anything is written);
+        // one more than that, which fits. The tmpfs root and the lock take two.
+        let entries = Payload::open(&bootstrap)
+            .unwrap()
+            .manifest()
+            .unwrap()
+            .entries
+            .len() as u64;
+        for (size, inodes, what, fits) in [
+            (1 << 20, 1000, "too few bytes", false),
+            (16 << 20, 40, "too few inodes", false),
+            (
+                16 << 20,
+                entries + 2,
+                "inodes for the tree but not its marker",
+                false,
+            ),
+            (
+                16 << 20,
+                entries + 3,
+                "inodes for the tree and its marker",
+                true,
+            ),
+        ] {
+            let context = format!("{who:?}, {what}");
             let Some(output) = in_tmpfs(
                 &sandbox,
                 who,
@@ -1266,9 +1289,18 @@ fn a_tree_that_cannot_fit_is_refused_before_writing() {
                 return;
             };
             let stderr = text(&output.stderr);
+            if fits {
+                assert_eq!(exit_code(&output), Some(0), "{context}: {stderr}");
+                assert!(ran(&output), "{context}: the runtime did not run");
+                continue;
+            }
             assert_ne!(exit_code(&output), Some(0), "{context}: {stderr}");
             assert!(!ran(&output), "{context}: the runtime ran");
             assert_no_space_message(&stderr, &context);
+            assert!(
+                !stderr.contains("ran out of space"),
+                "{context}: refused only after writing: {stderr}"
+            );
             assert_eq!(listing(&output), vec!["coldpack-full.lock"], "{context}");
         }
     }
