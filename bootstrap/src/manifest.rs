@@ -17,7 +17,7 @@
 //! a directory entry listed before its children, hardlinks pointing back at regular
 //! files, no setuid or setgid bits, and chunk totals that add up.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::wire::{Reader, Writer};
@@ -319,12 +319,13 @@ impl Manifest {
                 "manifest does not start with the root directory",
             ));
         }
-        let mut dirs: HashSet<&[u8]> = HashSet::new();
-        dirs.insert(b"");
         let mut data_len: u64 = 0;
         for (index, entry) in self.entries.iter().enumerate() {
-            let shown = String::from_utf8_lossy(&entry.path);
-            let bad = |why: String| Error::corrupt(format!("manifest entry {shown:?} {why}"));
+            // Built only on failure: this loop runs over every entry at every warm start.
+            let bad = |why: String| {
+                let shown = String::from_utf8_lossy(&entry.path);
+                Error::corrupt(format!("manifest entry {shown:?} {why}"))
+            };
             if entry.mode & !MODE_MASK != 0 {
                 return Err(bad(format!("has mode {:o}", entry.mode)));
             }
@@ -336,14 +337,9 @@ impl Manifest {
                 if entry.path <= self.entries[index - 1].path {
                     return Err(bad("is out of order or listed twice".into()));
                 }
-                if !dirs.contains(parent(&entry.path)) {
-                    return Err(bad("is not inside a directory listed before it".into()));
-                }
             }
             match &entry.kind {
-                EntryKind::Dir => {
-                    dirs.insert(&entry.path);
-                }
+                EntryKind::Dir => {}
                 EntryKind::File { size, .. } => {
                     data_len = data_len
                         .checked_add(*size)
@@ -367,6 +363,12 @@ impl Manifest {
                 }
             }
         }
+        if let Err(index) = self.parents() {
+            let shown = String::from_utf8_lossy(&self.entries[index].path);
+            return Err(Error::corrupt(format!(
+                "manifest entry {shown:?} is not inside a directory listed before it"
+            )));
+        }
         let chunked = self
             .chunks
             .iter()
@@ -377,6 +379,25 @@ impl Manifest {
             ));
         }
         Ok(())
+    }
+
+    /// The index of each entry's directory (the root's own is 0), or the index of the
+    /// first entry whose directory is not listed before it.
+    pub fn parents(&self) -> std::result::Result<Vec<u32>, usize> {
+        let mut dirs: HashMap<&[u8], u32> = HashMap::new();
+        let mut parents = Vec::with_capacity(self.entries.len());
+        for (index, entry) in self.entries.iter().enumerate() {
+            let dir = if index == 0 {
+                0
+            } else {
+                *dirs.get(parent(&entry.path)).ok_or(index)?
+            };
+            if entry.kind == EntryKind::Dir {
+                dirs.insert(&entry.path, index as u32);
+            }
+            parents.push(dir);
+        }
+        Ok(parents)
     }
 
     /// Cuts the data stream at the chunks' boundaries: for each chunk, the pieces of
@@ -424,12 +445,5 @@ impl Manifest {
                 Some(start)
             })
             .collect()
-    }
-
-    /// Index of the entry at `path`, by binary search over the sorted entries.
-    pub fn find(&self, path: &[u8]) -> Option<usize> {
-        self.entries
-            .binary_search_by(|entry| entry.path.as_slice().cmp(path))
-            .ok()
     }
 }

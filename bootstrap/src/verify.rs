@@ -65,15 +65,12 @@ pub fn check_tree(root: &Path, manifest: &Manifest, level: Level) -> Result<(), 
 /// Entry indices grouped under the index of the directory holding them. The root
 /// itself is checked as a member of its own group.
 fn by_directory(manifest: &Manifest) -> Vec<(usize, Vec<usize>)> {
+    // Validation already refused a manifest whose parents are not all listed.
+    let parents = manifest.parents().unwrap_or_default();
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
     let mut group_of_dir = vec![usize::MAX; manifest.entries.len()];
-    for (index, entry) in manifest.entries.iter().enumerate() {
-        let dir = if index == 0 {
-            0
-        } else {
-            // Validation guarantees the parent is a listed directory.
-            manifest.find(parent(&entry.path)).unwrap_or(0)
-        };
+    for (index, &dir) in parents.iter().enumerate() {
+        let dir = dir as usize;
         if group_of_dir[dir] == usize::MAX {
             group_of_dir[dir] = groups.len();
             groups.push((dir, Vec::new()));
