@@ -280,7 +280,7 @@ fn junk(entries: &[Entry]) -> Vec<Lint> {
     let mut lints = Vec::new();
     if pycache_dirs > 0 {
         lints.push(warning(format!(
-            "{pycache_dirs} __pycache__ directories cost {}: left out (--exclude __pycache__), Python compiles what it imports at the first start; then set PYTHONPYCACHEPREFIX=/tmp/pycache so that it does not write into the copy the bootstrap checks",
+            "{pycache_dirs} __pycache__ directories cost {}: to leave them out, --exclude __pycache__ (Python then compiles what it imports at the first start) and set --env PYTHONPYCACHEPREFIX=/tmp/pycache, so that Python does not write into the copy the bootstrap checks",
             megabytes(pycache_bytes)
         )));
     }
