@@ -253,7 +253,7 @@ impl Payload {
         let h = &self.header;
         let at = HEADER_LEN as u64 + h.launch_len;
         let bytes = self.section(at, h.manifest_len, &h.manifest_sha256, "manifest")?;
-        let manifest = Manifest::decode(&bytes)?;
+        let manifest = Manifest::decode(&inflate_manifest(bytes)?)?;
         let chunks_len = manifest
             .chunks
             .iter()
@@ -281,6 +281,37 @@ impl Payload {
             hasher: Sha256::new(),
         }
     }
+}
+
+/// zstd's frame magic number, as the first four bytes of a section.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// Largest manifest the bootstrap will inflate: about half a million entries.
+const MAX_MANIFEST: u64 = 64 << 20;
+
+/// The packer stores the manifest as one zstd frame: its paths compress about tenfold
+/// and, raw, they would make the payload several percent larger than `tar | zstd` of
+/// the same tree. A raw manifest is still read, told apart by zstd's magic number,
+/// which no raw manifest can start with (it would claim four billion entries).
+pub fn deflate_manifest(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    zstd::bulk::compress(raw, level)
+}
+
+fn inflate_manifest(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    if !bytes.starts_with(&ZSTD_MAGIC) {
+        return Ok(bytes);
+    }
+    // The frame states its size; anything without one, or too large, is refused
+    // before a byte is allocated for it.
+    let size = match zstd::zstd_safe::get_frame_content_size(&bytes) {
+        Ok(Some(size)) if size <= MAX_MANIFEST => size as usize,
+        _ => return Err(Error::corrupt("payload manifest has no usable size")),
+    };
+    let raw = zstd::bulk::decompress(&bytes, size)
+        .map_err(|e| Error::corrupt(format!("payload manifest does not decompress: {e}")))?;
+    if raw.len() != size {
+        return Err(Error::corrupt("payload manifest is shorter than it claims"));
+    }
+    Ok(raw)
 }
 
 /// Streams a chunk's compressed bytes with `pread`, so that threads share one file

@@ -192,7 +192,7 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
     }
 
     let launch_bytes = launch.encode();
-    let manifest_bytes = manifest.encode();
+    let manifest_bytes = payload::deflate_manifest(&manifest.encode(), options.level)?;
     let chunks_len: u64 = frames.iter().map(|f| f.len() as u64).sum();
     stage.finish(format!(
         "compressed {} into {} chunks of {}",
