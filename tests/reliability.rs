@@ -623,6 +623,16 @@ fn frame_with_window(content: &[u8], window_log: u8) -> Vec<u8> {
 /// A packed bootstrap assembled here: the stock bootstrap, then a payload with every
 /// hash correct, so that only the bootstrap's rules can refuse it.
 fn hostile_bootstrap(entries: Vec<Entry>, chunks: Vec<DataChunk>) -> Vec<u8> {
+    hostile_bootstrap_with(entries, chunks, |raw| raw)
+}
+
+/// `hostile_bootstrap` with the manifest section made from the encoded manifest by
+/// `store` (compressed, or replaced by a lying zstd frame).
+fn hostile_bootstrap_with(
+    entries: Vec<Entry>,
+    chunks: Vec<DataChunk>,
+    store: impl FnOnce(Vec<u8>) -> Vec<u8>,
+) -> Vec<u8> {
     let launch = Launch {
         name: "hostile".into(),
         entrypoint: b"run".to_vec(),
@@ -642,6 +652,7 @@ fn hostile_bootstrap(entries: Vec<Entry>, chunks: Vec<DataChunk>) -> Vec<u8> {
             .collect(),
     }
     .encode();
+    let manifest = store(manifest);
     let chunk_bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, f)| f).collect();
     let header = Header {
         launch_len: launch.len() as u64,
@@ -1005,9 +1016,62 @@ fn hostile_payloads_are_refused_and_write_nothing_outside() {
     fs::create_dir_all(&caches).unwrap();
     let sandbox_root = sandbox.path("");
     let mut refused = 0;
-    for (index, (name, entries, chunks, expect_refused)) in cases.into_iter().enumerate() {
+    let mut built: Vec<(&str, Vec<u8>, bool)> = cases
+        .into_iter()
+        .map(|(name, entries, chunks, refused)| (name, hostile_bootstrap(entries, chunks), refused))
+        .collect();
+    // The manifest section as the packer stores it, one zstd frame, and frames that lie
+    // about what they inflate to.
+    let small = || {
+        (
+            vec![dir_entry(""), file_entry("run", run)],
+            vec![chunk(&[regular("run", run)], n(&[run]))],
+        )
+    };
+    let (entries, chunks) = small();
+    built.push((
+        "control: a zstd-compressed manifest runs",
+        hostile_bootstrap_with(entries, chunks, |raw| {
+            zstd::bulk::compress(&raw, 3).unwrap()
+        }),
+        false,
+    ));
+    let (entries, chunks) = small();
+    built.push((
+        "a manifest frame that states no size",
+        hostile_bootstrap_with(entries, chunks, |raw| frame_with_window(&raw, 20)),
+        true,
+    ));
+    let (entries, chunks) = small();
+    built.push((
+        "a manifest frame that claims 1 TiB",
+        hostile_bootstrap_with(entries, chunks, |raw| {
+            // Single segment, 8-byte content size: 2^40.
+            let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0xe0];
+            frame.extend_from_slice(&(1u64 << 40).to_le_bytes());
+            let block = ((raw.len() as u32) << 3) | 1;
+            frame.extend_from_slice(&block.to_le_bytes()[..3]);
+            frame.extend_from_slice(&raw);
+            frame
+        }),
+        true,
+    ));
+    let (entries, chunks) = small();
+    built.push((
+        "a manifest frame shorter than it claims",
+        hostile_bootstrap_with(entries, chunks, |raw| {
+            let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x20];
+            frame.push(raw.len() as u8 + 10);
+            let block = ((raw.len() as u32) << 3) | 1;
+            frame.extend_from_slice(&block.to_le_bytes()[..3]);
+            frame.extend_from_slice(&raw);
+            frame
+        }),
+        true,
+    ));
+    for (index, (name, bytes, expect_refused)) in built.into_iter().enumerate() {
         let bootstrap = bin.join(format!("hostile-{index}"));
-        fs::write(&bootstrap, hostile_bootstrap(entries, chunks)).unwrap();
+        fs::write(&bootstrap, bytes).unwrap();
         make_executable(&bootstrap);
         for who in users() {
             let context = format!("{who:?}, {name}");
