@@ -1700,3 +1700,36 @@ fn leftovers_named_with_the_same_pid_are_cleaned_up() {
         }
     }
 }
+
+/// A start killed while deleting its trash leaves a marked tree beside that trash, and
+/// the `.cleanup` flag it raised before; the next start reuses the tree and deletes
+/// the trash (a kill landing there is rare, so the random kills above cannot be relied
+/// on to show it every run).
+#[test]
+fn trash_left_by_a_killed_start_is_removed_by_the_next_warm_start() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("runtime");
+    small_tree(&src, "v1");
+    pack(&src, "bin/entry", &sandbox.path("out"), &["--name", "bin"]);
+    let bootstrap = sandbox.path("out/bootstrap");
+    for who in users() {
+        let cache = sandbox.cache_dir(&format!("cache-{who:?}"), who);
+        assert!(start(&bootstrap, &cache, who, &[], &[]).status.success());
+        let trash = cache.join("coldpack-bin.trash-4242-0");
+        write_file(&trash.join("ro/file"), b"old tree\n", 0o444);
+        fs::set_permissions(trash.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+        write_file(&cache.join("coldpack-bin.cleanup"), b"", 0o600);
+        if who == Who::Nobody {
+            assert!(Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(&cache)
+                .status()
+                .unwrap()
+                .success());
+        }
+        let output = start(&bootstrap, &cache, who, &[], &[]);
+        assert!(output.status.success(), "{who:?}: {}", text(&output.stderr));
+        assert_eq!(decision(&output), "reuse", "{who:?}");
+        assert_clean_cache(&cache, "bin", &format!("{who:?}"));
+    }
+}

@@ -11,6 +11,7 @@
 //! coldpack-NAME.<id>.complete        the completion marker, written last
 //! coldpack-NAME.<id>.staging-<pid>   a tree being extracted
 //! coldpack-NAME.trash-<pid>-<n>      a stale or damaged tree renamed out of the way
+//! coldpack-NAME.cleanup              trash may be left: the warm path must delete it
 //! ```
 //!
 //! `<id>` is the first 16 hex digits of the payload's identity. The marker holds the
@@ -186,20 +187,53 @@ impl Cache {
         Ok(owned)
     }
 
-    /// On the warm path: deletes what a killed start left beside the reused tree (a
-    /// trash tree it was deleting, a staging tree, an older version), which no cold
-    /// start would otherwise come to remove. One listing when there is nothing, which
-    /// is almost always; failures are left for the next start.
+    /// `coldpack-NAME.cleanup`: present while trash moved aside by a cold start may
+    /// still be there. A start killed while deleting it leaves a marked tree beside
+    /// its trash; the warm path that follows never sweeps, so without this flag the
+    /// trash would stay for the sandbox's life.
+    fn cleanup_flag(&self) -> PathBuf {
+        self.dir.join(format!("{}cleanup", self.prefix))
+    }
+
+    /// Raises the flag before trash is left behind by anything but a finished start.
+    pub fn cleanup_pending(&self) {
+        let _ = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            // Never through a planted link, never blocked by a planted FIFO.
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(self.cleanup_flag());
+    }
+
+    /// Deletes `trash`, then lowers the flag.
+    pub fn clean_up(&self, trash: &mut Vec<PathBuf>) -> Result<()> {
+        remove_all(trash)?;
+        let _ = fs::remove_file(self.cleanup_flag());
+        Ok(())
+    }
+
+    /// On the warm path: if the flag is up, deletes everything this name owns beside
+    /// the reused tree and its marker (what a killed start was deleting). One `lstat`
+    /// otherwise; failures are left for the next start.
     pub fn remove_leftovers(&self) {
+        let flag = self.cleanup_flag();
+        if fs::symlink_metadata(&flag).is_err() {
+            return;
+        }
         let Ok(owned) = self.owned() else { return };
-        let (root, marker) = (self.root.file_name(), self.marker.file_name());
+        let keep = [
+            self.root.file_name(),
+            self.marker.file_name(),
+            flag.file_name(),
+        ];
         for (name, _) in owned {
-            if Some(std::ffi::OsStr::new(&name)) != root
-                && Some(std::ffi::OsStr::new(&name)) != marker
-            {
+            if !keep.contains(&Some(std::ffi::OsStr::new(&name))) {
                 let _ = remove_tree(&self.dir.join(name));
             }
         }
+        let _ = fs::remove_file(&flag);
     }
 
     /// Fails before anything is written if the tree cannot fit; deletes `trash` first

@@ -149,6 +149,9 @@ fn prepare(started: Instant, config: &Config) -> Result<(PathBuf, manifest::Laun
 /// staging, publish. Returns the number of threads that decoded chunks.
 fn extract_fresh(payload: &Payload, manifest: &manifest::Manifest, cache: &Cache) -> Result<usize> {
     let mut trash = cache.sweep()?;
+    if !trash.is_empty() {
+        cache.cleanup_pending();
+    }
     cache.ensure_space(manifest, &mut trash)?;
     let staging = cache.staging();
     // Modes recorded in the payload are applied exactly; the runtime gets Lambda's
@@ -178,7 +181,7 @@ fn extract_fresh(payload: &Payload, manifest: &manifest::Manifest, cache: &Cache
     };
     // Deleting an old tree is left until the new one is in place: on ext4, inodes
     // freed moments ago are skipped by the allocator, which slows the extraction.
-    cache::remove_all(&mut trash)?;
+    cache.clean_up(&mut trash)?;
     Ok(threads)
 }
 
