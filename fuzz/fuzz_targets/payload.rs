@@ -2,11 +2,13 @@
 //! behind them (the manifest's rules, the zstd frames, the tar streams checked against
 //! the plan, the extraction) instead of bouncing off the first SHA-256.
 //!
-//! Input: `[u16 launch_len][launch][u32 manifest_len][manifest]` then, for each chunk
-//! the manifest lists, `[u32 len][compressed bytes]`. The target patches each chunk's
-//! length and hash into the manifest, adds header and trailer, opens it like the
-//! bootstrap does and, when it is small, extracts it into a private directory and
-//! checks that nothing appeared beside the staging directory.
+//! Input: `[u8 flags][u16 launch_len][launch][u32 manifest_len][manifest]` then, for
+//! each chunk the manifest lists, `[u32 len][compressed bytes]`. The target patches
+//! each chunk's length and hash into the manifest, stores it zstd-compressed as the
+//! packer does when `flags` is odd (raw otherwise, which the bootstrap also reads),
+//! adds header and trailer, opens it like the bootstrap does and, when it is small,
+//! extracts it into a private directory and checks that nothing appeared beside the
+//! staging directory.
 #![no_main]
 
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use std::sync::OnceLock;
 
 use coldpack_bootstrap::chunk::{self, ChunkError};
 use coldpack_bootstrap::manifest::Manifest;
-use coldpack_bootstrap::payload::{sha256, Header, Payload, Trailer};
+use coldpack_bootstrap::payload::{self, sha256, Header, Payload, Trailer};
 use libfuzzer_sys::fuzz_target;
 
 /// A directory of this process's own, on tmpfs when there is one.
@@ -49,6 +51,7 @@ fn len_prefix(data: &mut &[u8], width: usize) -> usize {
 
 fuzz_target!(|input: &[u8]| {
     let mut data = input;
+    let compress = len_prefix(&mut data, 1) & 1 == 1;
     let n = len_prefix(&mut data, 2);
     let launch = take(&mut data, n).to_vec();
     let n = len_prefix(&mut data, 4);
@@ -65,6 +68,9 @@ fuzz_target!(|input: &[u8]| {
             data_total = data_total.saturating_add(chunk.data_len);
         }
         manifest_bytes = manifest.encode();
+        if compress {
+            manifest_bytes = payload::deflate_manifest(&manifest_bytes, 3).unwrap();
+        }
     } else {
         chunks.extend_from_slice(data);
     }
