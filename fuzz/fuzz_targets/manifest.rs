@@ -8,12 +8,20 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(launch) = Launch::decode(data) {
-        assert_eq!(launch.encode(), data, "launch decode/encode is not canonical");
+        assert_eq!(
+            launch.encode(),
+            data,
+            "launch decode/encode is not canonical"
+        );
     }
     let Ok(manifest) = Manifest::decode(data) else {
         return;
     };
-    assert_eq!(manifest.encode(), data, "manifest decode/encode is not canonical");
+    assert_eq!(
+        manifest.encode(),
+        data,
+        "manifest decode/encode is not canonical"
+    );
     let plan = manifest.plan();
     assert_eq!(plan.len(), manifest.chunks.len());
     let mut covered = vec![0u64; manifest.entries.len()];

@@ -93,19 +93,30 @@ fuzz_target!(|input: &[u8]| {
     let path = scratch().join("payload");
     std::fs::write(&path, &file).unwrap();
 
-    let Ok(payload) = Payload::open(&path) else { return };
+    let Ok(payload) = Payload::open(&path) else {
+        return;
+    };
     let _ = payload.launch();
-    let Ok(manifest) = payload.manifest() else { return };
+    let Ok(manifest) = payload.manifest() else {
+        return;
+    };
     // A few kilobytes of zstd can claim gigabytes; decoding them proves nothing more.
     if data_total > 4 << 20 {
         return;
     }
     let starts = manifest.chunk_starts();
     for (index, pieces) in manifest.plan().iter().enumerate() {
-        let _ = chunk::read_pieces(&payload, &manifest, index, starts[index], pieces, |_, _, member| {
-            std::io::copy(member, &mut std::io::sink()).map_err(ChunkError::Read)?;
-            Ok(())
-        });
+        let _ = chunk::read_pieces(
+            &payload,
+            &manifest,
+            index,
+            starts[index],
+            pieces,
+            |_, _, member| {
+                std::io::copy(member, &mut std::io::sink()).map_err(ChunkError::Read)?;
+                Ok(())
+            },
+        );
     }
     let jail = scratch().join("jail");
     let staging = jail.join("staging");
@@ -115,6 +126,9 @@ fuzz_target!(|input: &[u8]| {
         .map(|e| e.unwrap().file_name())
         .filter(|name| name != "staging")
         .collect();
-    assert!(beside.is_empty(), "extraction wrote beside staging: {beside:?}");
+    assert!(
+        beside.is_empty(),
+        "extraction wrote beside staging: {beside:?}"
+    );
     coldpack_bootstrap::cache::remove_tree(&staging).unwrap();
 });
