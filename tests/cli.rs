@@ -456,10 +456,7 @@ fn unreadable_files_are_refused_all_named_at_once() {
         // Root reads everything: pack as `nobody`, who cannot read these two.
         fs::create_dir_all(&out).unwrap();
         std::os::unix::fs::chown(&out, Some(NOBODY), Some(NOBODY)).unwrap();
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(env!("CARGO_BIN_EXE_coldpack"));
-        c
+        as_user(Who::Nobody, env!("CARGO_BIN_EXE_coldpack"))
     } else {
         for name in ["lib/locked-a", "lib/locked-b"] {
             fs::set_permissions(src.join(name), fs::Permissions::from_mode(0o000)).unwrap();

@@ -408,9 +408,7 @@ fn unreadable_file_is_refused() {
     awkward_tree(&src);
     fs::set_permissions(src.join("data/shared"), fs::Permissions::from_mode(0o600)).unwrap();
     let out = sandbox.path("refused-out");
-    let output = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_coldpack"))
+    let output = as_user(Who::Nobody, env!("CARGO_BIN_EXE_coldpack"))
         .arg("pack")
         .arg(&src)
         .args(["--entrypoint", "bin/entry", "-o"])

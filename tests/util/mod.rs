@@ -103,6 +103,20 @@ pub fn pack(src: &Path, entrypoint: &str, out: &Path, extra: &[&str]) -> Output 
     output
 }
 
+/// `program` run as `who`: directly, or through `setpriv` as `nobody`.
+pub fn as_user(who: Who, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match who {
+        Who::Me => Command::new(program),
+        Who::Nobody => {
+            let mut command = Command::new("setpriv");
+            command
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(program);
+            command
+        }
+    }
+}
+
 /// Starts a packed bootstrap with `COLDPACK_CACHE_DIR=cache` as `who`.
 pub fn start(
     bootstrap: &Path,
@@ -111,21 +125,7 @@ pub fn start(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> Output {
-    let mut command = match who {
-        Who::Me => Command::new(bootstrap),
-        Who::Nobody => {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-                .arg(bootstrap);
-            c
-        }
-    };
-    command
-        .env("COLDPACK_CACHE_DIR", cache)
-        .env_remove("COLDPACK_VERIFY")
-        .env_remove("COLDPACK_LOG")
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .envs(env.iter().copied())
+    start_command(bootstrap, cache, who, env)
         .args(args)
         .output()
         .expect("run bootstrap")
@@ -373,15 +373,7 @@ fn describe(seen: &Seen) -> String {
 
 /// The command that `start` runs, for a test that must spawn, time or kill it.
 pub fn start_command(bootstrap: &Path, cache: &Path, who: Who, env: &[(&str, &str)]) -> Command {
-    let mut command = match who {
-        Who::Me => Command::new(bootstrap),
-        Who::Nobody => {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-                .arg(bootstrap);
-            c
-        }
-    };
+    let mut command = as_user(who, bootstrap);
     command
         .env("COLDPACK_CACHE_DIR", cache)
         .env_remove("COLDPACK_VERIFY")
