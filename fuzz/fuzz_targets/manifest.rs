@@ -3,7 +3,7 @@
 //! same bytes and cut into pieces that cover every file exactly.
 #![no_main]
 
-use coldpack_bootstrap::manifest::{Launch, Manifest};
+use coldpack_bootstrap::manifest::{EntryKind, Launch, Manifest};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -35,7 +35,12 @@ fuzz_target!(|data: &[u8]| {
     for (entry, done) in manifest.entries.iter().zip(&covered) {
         assert_eq!(entry.file_size(), *done, "a file is not covered exactly");
     }
-    for (index, entry) in manifest.entries.iter().enumerate() {
-        assert_eq!(manifest.find(&entry.path), Some(index));
+    let parents = manifest
+        .parents()
+        .expect("an accepted manifest lists every parent");
+    for (index, &parent) in parents.iter().enumerate().skip(1) {
+        let parent = parent as usize;
+        assert!(parent < index, "a parent listed after its child");
+        assert_eq!(manifest.entries[parent].kind, EntryKind::Dir);
     }
 });
