@@ -9,11 +9,11 @@ median is taken; ratios compare medians measured in the same run.
     report.py sizes INSPECT_JSON BOOTSTRAP TAR_ZST TAR > sizes.json
     perf script -F comm,tid,time,period | report.py threads > threads.json
     report.py procs > procs.json      (CPU time of every process, to see who else ran)
+    perf script -F comm,pid,tid,period,ip,sym | report.py perfcats > cats.json
 """
 
 import glob
 import json
-import re
 import os
 import statistics
 import struct
@@ -107,43 +107,43 @@ def sizes(inspect_path, bootstrap, tar_zst, tar):
             "tar_zst": os.path.getsize(tar_zst), "tar": os.path.getsize(tar)}
 
 
-PERF_LINE = re.compile(r"^\s+([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.+?)\s*$")
-
-
-def profile_rows(path, limit):
-    """Top (percent, dso, symbol) of a `perf report --sort dso,sym` listing."""
-    rows = []
-    if not os.path.exists(path):
-        return rows
-    with open(path) as f:
-        for line in f:
-            m = PERF_LINE.match(line)
-            if m:
-                dso = "kernel" if m.group(3) == "k" else os.path.basename(m.group(2))
-                rows.append((float(m.group(1)), dso, m.group(4)))
-    return rows[:limit]
-
-
 def profile_section(base):
+    """Where the bootstrap's CPU time went, by kind of work, main thread vs workers."""
     out = []
-    for mode in ("2c", "1c"):
-        rows = profile_rows(os.path.join(base, f"profile-{mode}.txt"), 12)
-        if not rows:
-            continue
-        out.append(f"Where a cold start's CPU time goes, {MODE_LABELS[mode]} (`perf record -g`, self time, top symbols):")
-        out.append("")
-        threads_path = os.path.join(base, f"threads-{mode}.json")
-        if os.path.exists(threads_path):
-            t = load(threads_path)
-            busy = ", ".join(f"{e['cpu_ms']:.0f}" for e in t["threads"] if e["cpu_ms"] >= 1)
-            out.append(f"On CPU {t['cpu_ms']:.0f} ms in a {t['wall_ms']:.0f} ms profile: {t['cores_busy']} cores busy "
-                       f"on average (per thread, ms: {busy}).")
+    for kind, what in (("cold", "a cold start"), ("warm", "a warm start at `COLDPACK_VERIFY=stat`")):
+        for mode in ("2c", "1c"):
+            suffix = f"{kind}-{mode}"
+            cats_path = os.path.join(base, f"cats-{suffix}.json")
+            if not os.path.exists(cats_path):
+                continue
+            cats = load(cats_path)
+            total = sum(m + w for _, m, w in cats["categories"]) or 1
+            line = f"**Profile of {what}, {MODE_LABELS[mode]}** (`perf record -g`, CPU time of the bootstrap's threads)"
+            threads_path = os.path.join(base, f"threads-{suffix}.json")
+            if os.path.exists(threads_path):
+                t = load(threads_path)
+                busy = ", ".join(f"{e['cpu_ms']:.0f}" for e in t["threads"] if e["cpu_ms"] >= 1)
+                line += (f": {t['cpu_ms']:.0f} ms on CPU in {t['wall_ms']:.0f} ms, {t['cores_busy']} cores busy "
+                         f"on average; per thread {busy} ms")
+            out.append(line + ".")
             out.append("")
-        out.append("| self | where | symbol |")
-        out.append("|---:|---|---|")
-        for percent, dso, symbol in rows:
-            out.append(f"| {percent:.1f}% | {dso} | `{symbol[:90]}` |")
-        out.append("")
+            out.append("| work | main thread | worker threads | share |")
+            out.append("|---|---:|---:|---:|")
+            shown = 0
+            rest_m = rest_w = 0.0
+            for name, m, w in cats["categories"]:
+                if shown < 10 and (m + w) / total >= 0.01:
+                    out.append(f"| {name} | {m:.0f} ms | {w:.0f} ms | {(m + w) / total:.0%} |")
+                    shown += 1
+                else:
+                    rest_m, rest_w = rest_m + m, rest_w + w
+            if rest_m + rest_w:
+                out.append(f"| everything else | {rest_m:.0f} ms | {rest_w:.0f} ms | {(rest_m + rest_w) / total:.0%} |")
+            out.append("")
+            funcs = [f"`{f.replace('coldpack_bootstrap::', '')}` {ms:.0f} ms" for f, ms in cats["main_functions"][:5]]
+            if funcs:
+                out.append("Main thread by coldpack function: " + ", ".join(funcs) + ".")
+                out.append("")
     return out
 
 
@@ -287,7 +287,7 @@ def threads(lines):
         parts = line.split()
         if len(parts) < 4:
             continue
-        comm, tid, stamp, period = parts[0], parts[1], parts[2].rstrip(":"), parts[3]
+        comm, tid, stamp, period = parts[0], parts[1].split("/")[-1], parts[2].rstrip(":"), parts[3]
         t = float(stamp)
         first = t if first is None else min(first, t)
         last = t if last is None else max(last, t)
@@ -299,6 +299,101 @@ def threads(lines):
             "cores_busy": round(cpu_ms / wall_ms, 2) if wall_ms else None,
             "threads": sorted(({"tid": k, **v, "cpu_ms": round(v["cpu_ms"], 1)} for k, v in per_tid.items()),
                               key=lambda e: -e["cpu_ms"])}
+
+
+# Kernel functions that tell which system call a sample was in when the call chain
+# lacks the __x64_sys_ frame (tail calls), checked outermost first.
+SYSCALL_MARKERS = [
+    (("ksys_write", "vfs_write", "ext4_buffered_write_iter", "ext4_file_write_iter"), "write"),
+    (("ksys_pread64", "vfs_read", "filemap_read", "ext4_file_read_iter"), "read"),
+    (("do_sys_openat2", "path_openat", "do_filp_open"), "openat"),
+    (("do_mkdirat",), "mkdir"),
+    (("do_utimes", "vfs_utimes"), "utimensat"),
+    (("do_fchmodat", "chmod_common"), "chmod"),
+    (("do_renameat2",), "rename"),
+    (("do_unlinkat",), "unlink"),
+    (("__fput", "fput_close_sync", "filp_flush"), "close"),
+]
+
+
+def categorize(frames):
+    """What one sample was doing, from its call chain (leaf first, (ip, symbol) pairs):
+    the system call or page fault it was in, else the user-space work at its leaf."""
+    syms = [s for _, s in frames]
+    for sym in reversed(syms):  # outermost first: the syscall, not what it called
+        if sym.startswith(("__x64_sys_", "__ia32_sys_", "__do_sys_", "__se_sys_")):
+            return "kernel: " + sym.split("_sys_", 1)[1]
+    for sym in reversed(syms):
+        for markers, name in SYSCALL_MARKERS:
+            if sym in markers:
+                return "kernel: " + name
+    if any(s in ("asm_exc_page_fault", "exc_page_fault") for s in syms):
+        return "kernel: page faults"
+    for i, sym in enumerate(syms):
+        if sym.startswith("entry_SYSCALL"):
+            # Named after the libc wrapper that made the call (__GI___fstatat -> fstatat).
+            caller = syms[i + 1] if i + 1 < len(syms) else ""
+            for prefix in ("__GI___", "__GI_", "__libc_", "__"):
+                if caller.startswith(prefix):
+                    caller = caller[len(prefix):]
+                    break
+            return "kernel: " + (caller.split("_nocancel")[0] if caller and caller != "[unknown]" else "other system calls")
+    if frames and frames[0][0].startswith("ffff"):
+        return "kernel: other (interrupts, scheduler)"
+    leaf = syms[0] if syms else "?"
+    if leaf.startswith(("ZSTD_", "HUF_", "FSE_")):
+        return "user: zstd decoding"
+    if "sha2::" in leaf or "sha256" in leaf.lower():
+        return "user: SHA-256"
+    if "memmove" in leaf or "memcpy" in leaf or "memset" in leaf:
+        return "user: memcpy/memset"
+    if leaf.startswith("tar::"):
+        return "user: tar parsing"
+    if leaf.startswith(("_int_", "malloc", "free", "cfree", "realloc")):
+        return "user: malloc/free"
+    return "user: other"
+
+
+def perfcats(lines):
+    """CPU ms per category, for the main thread and for the worker threads, plus the
+    innermost coldpack function of each main-thread sample and the top leaves of
+    'user: other'."""
+    cats, funcs, others = {}, {}, {}
+    header, frames = None, []
+
+    def flush():
+        if header is None or header[0] != "bootstrap":
+            return
+        _, ids, period = header
+        pid, _, tid = ids.partition("/")
+        who = "main" if tid == pid else "workers"
+        ms = period / 1e6
+        cat = categorize(frames)
+        cats.setdefault(cat, {"main": 0.0, "workers": 0.0})[who] += ms
+        if cat == "user: other" and frames:
+            others[frames[0][1]] = others.get(frames[0][1], 0.0) + ms
+        if who == "main":
+            fn = next((s for _, s in frames if s.startswith("coldpack_bootstrap::")), "(outside coldpack code)")
+            funcs[fn] = funcs.get(fn, 0.0) + ms
+
+    for line in lines:
+        if not line.strip():
+            flush()
+            header, frames = None, []
+        elif line[0] in " \t" and header is not None:
+            parts = line.split(None, 1)
+            frames.append((parts[0], parts[1].strip() if len(parts) > 1 else "?"))
+        else:
+            parts = line.split()
+            if len(parts) >= 3:
+                header, frames = (parts[0], parts[1], int(parts[2])), []
+    flush()
+
+    def top(d, n):
+        return [[k, round(v, 1)] for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:n]]
+    rows = sorted(cats.items(), key=lambda kv: -(kv[1]["main"] + kv[1]["workers"]))
+    return {"categories": [[k, round(v["main"], 1), round(v["workers"], 1)] for k, v in rows],
+            "main_functions": top(funcs, 10), "user_other": top(others, 10)}
 
 
 def procs():
@@ -348,6 +443,9 @@ def other_consumers(start, end, ours, wall_ticks):
 def main():
     if len(sys.argv) == 2 and sys.argv[1] == "procs":
         print(json.dumps(procs()))
+        return
+    if len(sys.argv) == 2 and sys.argv[1] == "perfcats":
+        print(json.dumps(perfcats(sys.stdin)))
         return
     if len(sys.argv) == 2 and sys.argv[1] == "threads":
         print(json.dumps(threads(sys.stdin)))
