@@ -196,12 +196,15 @@ def corpus_section(results, name, meta, targets):
         direct = summary(times.get("direct"))
         if not direct:
             continue
-        for level in ("direct", "marker", "stat", "full"):
+        for level in ("direct", "marker", "stat", "full", "find"):
             s = summary(times.get(level))
             if not s:
                 continue
             if level == "direct":
                 label, added = "exec the entrypoint directly", "–"
+            elif level == "find":
+                label = "reference: `find -printf` of every entry's metadata (one thread, no exec)"
+                added = f"+{millis(s['median'] - direct['median'])}"
             else:
                 label = f"bootstrap, `COLDPACK_VERIFY={level}`" + (" (default)" if level == "stat" else "")
                 added = f"+{millis(s['median'] - direct['median'])}"
