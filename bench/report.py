@@ -118,6 +118,8 @@ def profile_section(base):
                 continue
             cats = load(cats_path)
             total = sum(m + w for _, m, w in cats["categories"]) or 1
+            if total < 20:
+                continue  # a few samples say nothing
             line = f"**Profile of {what}, {MODE_LABELS[mode]}** (`perf record -g`, CPU time of the bootstrap's threads)"
             threads_path = os.path.join(base, f"threads-{suffix}.json")
             if os.path.exists(threads_path):
@@ -492,6 +494,12 @@ def main():
                "pinned to one core, in an order that rotates from round to round, each into a new empty directory "
                "after a `sync` of the previous run's data (hyperfine `--prepare`, not timed). Tars extract with "
                "`--no-same-owner`, as the unprivileged Lambda user would.")
+    if any(os.path.exists(p) for p in glob.glob(os.path.join(results, "*", "cats-*.json"))):
+        out.append("- Profiles (`BENCH_PROFILE=1`): one cold and one warm start per corpus under `perf record -g` "
+                   "(cpu-clock samples), with a bootstrap built like the shipped one plus symbols and frame "
+                   "pointers, in front of the same payload. CPU time by kind of work, for the main thread "
+                   "(the bootstrap outside its worker threads) and the worker threads; cores busy = CPU time "
+                   "over wall time.")
     out.append(f"- Warm starts: {meta['warm_rounds']} rounds of hyperfine `-N` (no shell) per verification level, "
                f"rotated; entrypoint: {meta['entry']}.")
     out.append("")
