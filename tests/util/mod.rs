@@ -334,25 +334,7 @@ pub fn walk(root: &Path) -> BTreeMap<Vec<u8>, Seen> {
 /// Differences between two trees, entry by entry; empty when they match. Symlinks'
 /// own mtimes are compared too (the bootstrap sets them).
 pub fn compare_trees(expected: &Path, actual: &Path) -> Vec<String> {
-    let want = walk(expected);
-    let got = walk(actual);
-    let mut differences = Vec::new();
-    for (rel, seen) in &want {
-        let shown = String::from_utf8_lossy(rel);
-        match got.get(rel) {
-            None => differences.push(format!("{shown:?} is missing")),
-            Some(other) if other != seen => differences.push(format!(
-                "{shown:?} differs: expected {}, got {}",
-                describe(seen),
-                describe(other)
-            )),
-            Some(_) => {}
-        }
-    }
-    for rel in got.keys().filter(|rel| !want.contains_key(*rel)) {
-        differences.push(format!("{:?} is extra", String::from_utf8_lossy(rel)));
-    }
-    differences
+    compare_walked(&walk(expected), actual)
 }
 
 fn describe(seen: &Seen) -> String {
