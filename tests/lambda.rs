@@ -11,12 +11,12 @@
 //! drops, so a failed assertion leaves nothing running.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -403,15 +403,8 @@ impl DocumentedApi {
             log: scratch.path().join("runtime_api.log"),
         };
         let stdout = process.child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = sender.send(line);
-        });
-        let line = receiver
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("runtime_api.py printed no port\n{}", process.log()));
+        let line = coldpack::run::first_line(stdout, PATIENCE)
+            .unwrap_or_else(|| panic!("runtime_api.py printed no port\n{}", process.log()));
         let port: u16 = line.trim().parse().unwrap_or_else(|_| {
             panic!(
                 "runtime_api.py printed {line:?}, not a port\n{}",

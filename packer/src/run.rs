@@ -337,15 +337,7 @@ impl RuntimeApi {
             .spawn()
             .map_err(|e| anyhow!("--event needs python3 to run the local Runtime API: {e}"))?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        let (sender, receiver) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = sender.send(line);
-        });
-        let line = receiver
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_default();
+        let line = first_line(stdout, Duration::from_secs(10)).unwrap_or_default();
         let Ok(port) = line.trim().parse::<u16>() else {
             let _ = child.kill();
             let _ = child.wait();
@@ -397,4 +389,16 @@ impl Drop for Scratch {
             let _ = coldpack_bootstrap::cache::remove_tree(&self.path);
         }
     }
+}
+
+/// The first line a child prints, or `None` if it prints none within `timeout`: how
+/// the local Runtime API announces its port, read without risking a hang.
+pub fn first_line(stdout: std::process::ChildStdout, timeout: Duration) -> Option<String> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    receiver.recv_timeout(timeout).ok()
 }
