@@ -8,22 +8,28 @@
 //!   mtimes change when entries are added or removed, so those are caught too;
 //! - `full`: also every file's SHA-256, for changes that keep size and mtime.
 //!
-//! Entries are grouped by directory and each directory is opened once, so a check
-//! is one `fstatat` per entry with a one-component lookup; groups are spread over
-//! the available cores.
+//! Entries are grouped by directory and each directory is opened once, relative to
+//! its parent (each thread keeps the directories on its current path open), so a
+//! check is one `fstatat` per entry and one `openat` per directory, each a
+//! one-component lookup; runs of directories are spread over the available cores.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use nix::sys::stat::SFlag;
+use nix::fcntl::{self, OFlag};
+use nix::sys::stat::{Mode, SFlag};
 use sha2::{Digest, Sha256};
 
 use crate::extract::entry_path;
 use crate::manifest::{parent, Entry, EntryKind, Manifest};
 use crate::{parallel, sys};
+
+/// Directories per job: enough that a thread's open path is mostly reused.
+const DIRS_PER_JOB: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -54,76 +60,185 @@ impl Level {
 /// Checks the tree at `root` against `manifest` at `level` (`Stat` or `Full`);
 /// `Err` says what differs, for the start's log line.
 pub fn check_tree(root: &Path, manifest: &Manifest, level: Level) -> Result<(), String> {
-    let groups = by_directory(manifest);
-    let threads = parallel::threads_for(groups.len(), usize::MAX);
-    parallel::run(groups.len(), threads, Vec::new, |job, buffer| {
-        let (dir, children) = &groups[job];
-        check_group(root, manifest, *dir, children, level, buffer)
-    })
+    let cache_dir = open_dir(
+        fcntl::AT_FDCWD,
+        root.parent()
+            .unwrap_or(Path::new("/"))
+            .as_os_str()
+            .as_bytes(),
+    )
+    .map_err(|e| format!("cannot open the cache directory: {e}"))?;
+    // The root is looked up from the cache directory, so a root swapped for a link
+    // shows.
+    let root_name = root.file_name().map_or(&b""[..], |n| n.as_bytes());
+    check_entry(manifest, &manifest.entries[0], &cache_dir, root_name)
+        .map_err(|why| format!("the tree's root: {why}"))?;
+
+    let tree = Tree::new(manifest);
+    let jobs = tree.dirs.len().div_ceil(DIRS_PER_JOB);
+    let threads = parallel::threads_for(jobs, usize::MAX);
+    parallel::run(
+        jobs,
+        threads,
+        || (Cursor::default(), Vec::new()),
+        |job, (cursor, buffer)| {
+            let end = tree.dirs.len().min((job + 1) * DIRS_PER_JOB);
+            for group in job * DIRS_PER_JOB..end {
+                let dir = tree.dirs[group] as usize;
+                let handle = cursor
+                    .open(&tree, dir, &cache_dir, root_name)
+                    .map_err(|e| {
+                        format!("{:?}: cannot open directory: {e}", shown(manifest, dir))
+                    })?;
+                for &index in tree.children(group) {
+                    check_child(root, manifest, index as usize, handle, level, buffer)?;
+                }
+            }
+            Ok(())
+        },
+    )
 }
 
-/// Entry indices grouped under the index of the directory holding them. The root
-/// itself is checked as a member of its own group.
-fn by_directory(manifest: &Manifest) -> Vec<(usize, Vec<usize>)> {
-    // Validation already refused a manifest whose parents are not all listed.
-    let parents = manifest.parents().unwrap_or_default();
-    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-    let mut group_of_dir = vec![usize::MAX; manifest.entries.len()];
-    for (index, &dir) in parents.iter().enumerate() {
-        let dir = dir as usize;
-        if group_of_dir[dir] == usize::MAX {
-            group_of_dir[dir] = groups.len();
-            groups.push((dir, Vec::new()));
+fn shown(manifest: &Manifest, index: usize) -> String {
+    String::from_utf8_lossy(&manifest.entries[index].path).into_owned()
+}
+
+/// The manifest's entries grouped under the directories holding them: `dirs[g]` holds
+/// `children(g)`, in manifest order.
+struct Tree<'a> {
+    manifest: &'a Manifest,
+    parents: Vec<u32>,
+    dirs: Vec<u32>,
+    /// Entry indices sorted by directory; group `g` is `order[starts[g]..starts[g + 1]]`.
+    order: Vec<u32>,
+    starts: Vec<usize>,
+}
+
+impl<'a> Tree<'a> {
+    fn new(manifest: &'a Manifest) -> Tree<'a> {
+        // Validation already refused a manifest whose parents are not all listed.
+        let parents = manifest.parents().unwrap_or_default();
+        let count = manifest.entries.len();
+        let mut group_of = vec![u32::MAX; count];
+        let mut dirs = Vec::new();
+        let mut sizes = Vec::new();
+        for &dir in &parents[1..] {
+            let slot = &mut group_of[dir as usize];
+            if *slot == u32::MAX {
+                *slot = dirs.len() as u32;
+                dirs.push(dir);
+                sizes.push(0);
+            }
+            sizes[*slot as usize] += 1;
         }
-        groups[group_of_dir[dir]].1.push(index);
+        let mut starts = Vec::with_capacity(dirs.len() + 1);
+        starts.push(0);
+        for size in &sizes {
+            starts.push(starts.last().copied().unwrap_or(0) + size);
+        }
+        let mut next = starts.clone();
+        let mut order = vec![0; count.saturating_sub(1)];
+        for (index, &dir) in parents.iter().enumerate().skip(1) {
+            let group = group_of[dir as usize] as usize;
+            order[next[group]] = index as u32;
+            next[group] += 1;
+        }
+        Tree {
+            manifest,
+            parents,
+            dirs,
+            order,
+            starts,
+        }
     }
-    groups
+
+    fn children(&self, group: usize) -> &[u32] {
+        &self.order[self.starts[group]..self.starts[group + 1]]
+    }
+
+    /// The last component of entry `index`'s path.
+    fn name(&self, index: usize) -> &'a [u8] {
+        let path = &self.manifest.entries[index].path;
+        let name = &path[parent(path).len()..];
+        name.strip_prefix(b"/").unwrap_or(name)
+    }
 }
 
-fn check_group(
+/// The directories on one thread's current path, root first, each opened from the
+/// one before it.
+#[derive(Default)]
+struct Cursor {
+    open: Vec<(usize, File)>,
+}
+
+impl Cursor {
+    /// Directory entry `dir`, opened without following a link anywhere below the
+    /// cache directory.
+    fn open(
+        &mut self,
+        tree: &Tree,
+        dir: usize,
+        cache_dir: &File,
+        root_name: &[u8],
+    ) -> io::Result<&File> {
+        let mut chain = vec![dir];
+        while let Some(&last) = chain.last().filter(|&&d| d != 0) {
+            chain.push(tree.parents[last] as usize);
+        }
+        chain.reverse();
+        let kept = self
+            .open
+            .iter()
+            .zip(&chain)
+            .take_while(|((open, _), want)| open == *want)
+            .count();
+        self.open.truncate(kept);
+        for &want in &chain[kept..] {
+            let (from, name) = match self.open.last() {
+                Some((_, parent)) => (parent, tree.name(want)),
+                None => (cache_dir, root_name),
+            };
+            let opened = open_dir(from.as_fd(), name)?;
+            self.open.push((want, opened));
+        }
+        Ok(&self
+            .open
+            .last()
+            .expect("the chain holds at least the root")
+            .1)
+    }
+}
+
+/// Opens directory `name` under `at` for lookups only, never through a link.
+fn open_dir<Fd: AsFd>(at: Fd, name: &[u8]) -> io::Result<File> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = fcntl::openat(at, name, flags, Mode::empty())?;
+    Ok(File::from(fd))
+}
+
+/// Checks entry `index` inside its open directory, and at `Full` its contents.
+fn check_child(
     root: &Path,
     manifest: &Manifest,
-    dir: usize,
-    children: &[usize],
+    index: usize,
+    dir: &File,
     level: Level,
     buffer: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let dir_entry = &manifest.entries[dir];
-    let dir_path = entry_path(root, dir_entry);
-    let shown = |entry: &Entry| String::from_utf8_lossy(&entry.path).into_owned();
-    let handle = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
-        .open(&dir_path)
-        .map_err(|e| format!("{:?}: cannot open directory: {e}", shown(dir_entry)))?;
-    for &index in children {
-        let entry = &manifest.entries[index];
-        let checked = if index == 0 {
-            // The root is looked up from its parent, so a root swapped for a link shows.
-            let cache_dir = root.parent().unwrap_or(Path::new("/"));
-            let name = root.file_name().map_or(&b""[..], |n| n.as_bytes());
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(nix::libc::O_DIRECTORY)
-                .open(cache_dir)
-                .map_err(|e| format!("cannot open the cache directory: {e}"))
-                .and_then(|parent| check_entry(manifest, entry, &parent, name))
-        } else {
-            let name = &entry.path[parent(&entry.path).len()..];
-            check_entry(
-                manifest,
-                entry,
-                &handle,
-                name.strip_prefix(b"/").unwrap_or(name),
-            )
-        };
-        checked.map_err(|why| format!("{:?}: {why}", shown(entry)))?;
-        if let (Level::Full, EntryKind::File { sha256, .. }) = (level, &entry.kind) {
-            let actual = hash_file(&entry_path(root, entry), buffer)
-                .map_err(|e| format!("{:?}: {e}", shown(entry)))?;
-            if &actual != sha256 {
-                return Err(format!("{:?}: content differs", shown(entry)));
-            }
+    let entry = &manifest.entries[index];
+    let name = &entry.path[parent(&entry.path).len()..];
+    check_entry(
+        manifest,
+        entry,
+        dir,
+        name.strip_prefix(b"/").unwrap_or(name),
+    )
+    .map_err(|why| format!("{:?}: {why}", shown(manifest, index)))?;
+    if let (Level::Full, EntryKind::File { sha256, .. }) = (level, &entry.kind) {
+        let actual = hash_file(&entry_path(root, entry), buffer)
+            .map_err(|e| format!("{:?}: {e}", shown(manifest, index)))?;
+        if &actual != sha256 {
+            return Err(format!("{:?}: content differs", shown(manifest, index)));
         }
     }
     Ok(())
