@@ -270,6 +270,60 @@ fn inspect_and_verify_report_the_payload() {
     assert!(text(&verified.stdout).starts_with("ok:"));
 }
 
+/// Trees at the format's edges: one file of just over 3 MiB cut into four chunks
+/// (boundaries inside it), and a tree of directories, links and an empty file, with
+/// no contents at all (no chunks; its entrypoint is an empty script). Each is started
+/// cold as every user, compared entry by entry, then started warm.
+#[test]
+fn edge_trees_extract_exactly() {
+    let sandbox = Sandbox::new();
+    let one_file = sandbox.path("one-file");
+    fs::create_dir(&one_file).unwrap();
+    let mut script = b"#!/bin/sh\necho one-file-ran\nexit 0\n".to_vec();
+    script.extend(realistic_bytes(3 << 20, 7));
+    write(&one_file.join("entry"), &script, 0o755);
+
+    let no_contents = sandbox.path("no-contents");
+    for dir in ["a/b/c", "empty", "bin"] {
+        fs::create_dir_all(no_contents.join(dir)).unwrap();
+    }
+    write(&no_contents.join("bin/entry"), b"", 0o755);
+    std::os::unix::fs::symlink("/bin/true", no_contents.join("bin/true")).unwrap();
+    std::os::unix::fs::symlink("../../empty", no_contents.join("a/b/up")).unwrap();
+    fs::set_permissions(no_contents.join("a/b"), fs::Permissions::from_mode(0o555)).unwrap();
+
+    for (src, entrypoint, chunks) in [(&one_file, "entry", 4), (&no_contents, "bin/entry", 0)] {
+        set_mtimes(src);
+        let out = sandbox.path(&format!(
+            "out-{}",
+            src.file_name().unwrap().to_string_lossy()
+        ));
+        pack(src, entrypoint, &out, &[]);
+        let bootstrap = out.join("bootstrap");
+        assert_eq!(coldpack_inspect_json(&out)["chunks"], chunks, "{src:?}");
+        for who in users() {
+            let cache = sandbox.cache_dir(&format!("cache-{}-{who:?}", chunks), who);
+            for expected in ["extract", "reuse"] {
+                let output = start(&bootstrap, &cache, who, &[], &[]);
+                let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+                assert!(output.status.success(), "{src:?} {who:?}: {stderr}");
+                assert_eq!(
+                    stdout.contains("one-file-ran"),
+                    chunks > 0,
+                    "{src:?} {who:?}"
+                );
+                assert_eq!(decision(&output), expected, "{src:?} {who:?}");
+            }
+            let differences = compare_trees(src, &extracted_root(&cache));
+            assert!(
+                differences.is_empty(),
+                "{src:?} {who:?}:\n{}",
+                differences.join("\n")
+            );
+        }
+    }
+}
+
 #[test]
 fn packing_twice_gives_identical_bytes() {
     let sandbox = Sandbox::new();

@@ -156,7 +156,7 @@ pub fn decision(output: &Output) -> String {
 /// the variables the tests look at.
 pub const ENTRYPOINT_SCRIPT: &str = "#!/bin/sh\nfor a in \"$@\"; do echo \"arg=$a\"; done\necho \"cwd=$(pwd)\"\necho \"FIXTURE_VAR=$FIXTURE_VAR\"\necho \"ROOTED=$ROOTED\"\n";
 
-fn write(path: &Path, bytes: &[u8], mode: u32) {
+pub fn write(path: &Path, bytes: &[u8], mode: u32) {
     let mut file = fs::File::create(path).expect("create fixture file");
     file.write_all(bytes).expect("write fixture file");
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod fixture file");
