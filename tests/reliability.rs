@@ -555,7 +555,6 @@ fn file_entry(path: &str, data: &[u8]) -> Entry {
         mtime: mtime(),
         kind: EntryKind::File {
             size: data.len() as u64,
-            sha256: sha256(data),
         },
     }
 }
@@ -648,6 +647,8 @@ fn hostile_bootstrap_with(
                 data_len: *data_len,
                 compressed_len: frame.len() as u64,
                 sha256: sha256(frame),
+                // Extraction never reads it; only `full` and `coldpack verify` do.
+                data_sha256: [0; 32],
             })
             .collect(),
     }
@@ -1101,6 +1102,14 @@ fn hostile_payloads_are_refused_and_write_nothing_outside() {
                     text(&output.stderr)
                 );
                 assert_eq!(text(&output.stdout), "hostile-control-ran\n", "{context}");
+                // Built without the SHA-256 of its contents, which only `full` and
+                // `coldpack verify` read: verify must name the chunk.
+                let verified = coldpack().arg("verify").arg(&bootstrap).output().unwrap();
+                let said = text(&verified.stderr);
+                assert!(
+                    !verified.status.success() && said.contains("chunks: chunk 0 ("),
+                    "{context}: {said}"
+                );
                 continue;
             }
             let stderr = text(&output.stderr);

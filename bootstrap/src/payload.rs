@@ -35,7 +35,7 @@ use crate::wire::{Reader, Writer};
 pub const HEADER_MAGIC: [u8; 8] = *b"COLDPACK";
 pub const TRAILER_MAGIC: [u8; 8] = *b"CPTRAIL1";
 /// Bumped on any change a bootstrap of the previous version could misread.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 128;
 pub const TRAILER_LEN: usize = 56;
 

@@ -6,7 +6,8 @@
 //! - `stat` (default): also every entry's type, mode, size, mtime and link target, so
 //!   a deleted, truncated, grown, chmod'ed or swapped entry is caught; directories'
 //!   mtimes change when entries are added or removed, so those are caught too;
-//! - `full`: also every file's SHA-256, for changes that keep size and mtime.
+//! - `full`: also every file's contents, read back in the payload's chunk order and
+//!   compared with each chunk's SHA-256 of them, for changes that keep size and mtime.
 //!
 //! Entries are grouped by directory and each directory is opened once, relative to
 //! its parent (each thread keeps the directories on its current path open), so a
@@ -14,10 +15,10 @@
 //! one-component lookup; runs of directories are spread over the available cores.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::fcntl::{self, OFlag};
@@ -77,26 +78,86 @@ pub fn check_tree(root: &Path, manifest: &Manifest, level: Level) -> Result<(), 
     let tree = Tree::new(manifest);
     let jobs = tree.dirs.len().div_ceil(DIRS_PER_JOB);
     let threads = parallel::threads_for(jobs, usize::MAX);
+    parallel::run(jobs, threads, Cursor::default, |job, cursor| {
+        let end = tree.dirs.len().min((job + 1) * DIRS_PER_JOB);
+        for group in job * DIRS_PER_JOB..end {
+            let dir = tree.dirs[group] as usize;
+            let handle = cursor
+                .open(&tree, dir, &cache_dir, root_name)
+                .map_err(|e| format!("{:?}: cannot open directory: {e}", shown(manifest, dir)))?;
+            for &index in tree.children(group) {
+                let entry = &manifest.entries[index as usize];
+                check_entry(manifest, entry, handle, tree.name(index as usize))
+                    .map_err(|why| format!("{:?}: {why}", shown(manifest, index as usize)))?;
+            }
+        }
+        Ok::<(), String>(())
+    })?;
+    if level == Level::Full {
+        check_contents(root, manifest)?;
+    }
+    Ok(())
+}
+
+/// Reads every chunk's share of the files back from the tree, on every core, and
+/// compares it with the SHA-256 the manifest records for it.
+fn check_contents(root: &Path, manifest: &Manifest) -> Result<(), String> {
+    let plan = manifest.plan();
+    let threads = parallel::threads_for(plan.len(), usize::MAX);
     parallel::run(
-        jobs,
+        plan.len(),
         threads,
-        || (Cursor::default(), Vec::new()),
-        |job, (cursor, buffer)| {
-            let end = tree.dirs.len().min((job + 1) * DIRS_PER_JOB);
-            for group in job * DIRS_PER_JOB..end {
-                let dir = tree.dirs[group] as usize;
-                let handle = cursor
-                    .open(&tree, dir, &cache_dir, root_name)
-                    .map_err(|e| {
-                        format!("{:?}: cannot open directory: {e}", shown(manifest, dir))
-                    })?;
-                for &index in tree.children(group) {
-                    check_child(root, manifest, index as usize, handle, level, buffer)?;
-                }
+        || vec![0; 256 * 1024],
+        |index, buffer| {
+            let mut hasher = Sha256::new();
+            for piece in &plan[index] {
+                let path = entry_path(root, &manifest.entries[piece.entry]);
+                hash_piece(&path, piece.offset, piece.len, &mut hasher, buffer)
+                    .map_err(|e| format!("{:?}: {e}", shown(manifest, piece.entry)))?;
+            }
+            if <[u8; 32]>::from(hasher.finalize()) != manifest.chunks[index].data_sha256 {
+                let (first, last) = (
+                    plan[index][0].entry,
+                    plan[index][plan[index].len() - 1].entry,
+                );
+                return Err(format!(
+                    "contents differ between {:?} and {:?}",
+                    shown(manifest, first),
+                    shown(manifest, last)
+                ));
             }
             Ok(())
         },
     )
+}
+
+/// Feeds `len` bytes of the file at `path`, from `offset`, to `hasher`; refuses to
+/// follow a link.
+fn hash_piece(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    hasher: &mut Sha256,
+    buffer: &mut [u8],
+) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut done = 0;
+    while done < len {
+        let want = buffer.len().min((len - done) as usize);
+        let n = file.read_at(&mut buffer[..want], offset + done)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "shorter than recorded",
+            ));
+        }
+        hasher.update(&buffer[..n]);
+        done += n as u64;
+    }
+    Ok(())
 }
 
 fn shown(manifest: &Manifest, index: usize) -> String {
@@ -216,34 +277,6 @@ fn open_dir<Fd: AsFd>(at: Fd, name: &[u8]) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// Checks entry `index` inside its open directory, and at `Full` its contents.
-fn check_child(
-    root: &Path,
-    manifest: &Manifest,
-    index: usize,
-    dir: &File,
-    level: Level,
-    buffer: &mut Vec<u8>,
-) -> Result<(), String> {
-    let entry = &manifest.entries[index];
-    let name = &entry.path[parent(&entry.path).len()..];
-    check_entry(
-        manifest,
-        entry,
-        dir,
-        name.strip_prefix(b"/").unwrap_or(name),
-    )
-    .map_err(|why| format!("{:?}: {why}", shown(manifest, index)))?;
-    if let (Level::Full, EntryKind::File { sha256, .. }) = (level, &entry.kind) {
-        let actual = hash_file(&entry_path(root, entry), buffer)
-            .map_err(|e| format!("{:?}: {e}", shown(manifest, index)))?;
-        if &actual != sha256 {
-            return Err(format!("{:?}: content differs", shown(manifest, index)));
-        }
-    }
-    Ok(())
-}
-
 /// Compares `name` inside the open directory `dir` with what `entry` records.
 fn check_entry(manifest: &Manifest, entry: &Entry, dir: &File, name: &[u8]) -> Result<(), String> {
     let stat = sys::lstat_at(dir, name).map_err(|e| e.to_string())?;
@@ -284,21 +317,4 @@ fn check_entry(manifest: &Manifest, entry: &Entry, dir: &File, name: &[u8]) -> R
         }
     }
     Ok(())
-}
-
-/// SHA-256 of a file's contents, read through `buffer`; refuses to follow a link.
-pub fn hash_file(path: &Path, buffer: &mut Vec<u8>) -> io::Result<[u8; 32]> {
-    buffer.resize(256 * 1024, 0);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?;
-    let mut hasher = Sha256::new();
-    loop {
-        let n = file.read(buffer)?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
-        }
-        hasher.update(&buffer[..n]);
-    }
 }

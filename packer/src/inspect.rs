@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use coldpack_bootstrap::chunk::{self, ChunkError};
-use coldpack_bootstrap::manifest::{EntryKind, Launch, Manifest};
+use coldpack_bootstrap::manifest::{EntryKind, Launch, Manifest, Piece};
 use coldpack_bootstrap::payload::{hex, Payload, FORMAT_VERSION};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -111,8 +111,9 @@ pub fn cmd_verify(args: &InspectArgs) -> Result<()> {
     }
     if !bad.is_empty() {
         bail!(
-            "{} files do not match their SHA-256: {}",
+            "contents do not match their SHA-256 in {} of {} chunks: {}; pack again",
             bad.len(),
+            manifest.chunks.len(),
             bad.join(", ")
         );
     }
@@ -120,46 +121,37 @@ pub fn cmd_verify(args: &InspectArgs) -> Result<()> {
 }
 
 /// Decodes every chunk (checking its hash and its archive against the manifest) and
-/// hashes every file's contents across chunks; returns the files that differ.
+/// hashes the file contents it carries; returns the chunks whose contents differ
+/// from the SHA-256 the manifest records, by the files they span.
 fn verify_contents(payload: &Payload, manifest: &Manifest) -> Result<Vec<String>> {
     let mut bad = Vec::new();
-    let mut hasher = Sha256::new();
     let mut buffer = vec![0; 256 * 1024];
     let starts = manifest.chunk_starts();
     for (index, pieces) in manifest.plan().iter().enumerate() {
+        let mut hasher = Sha256::new();
         chunk::read_pieces(
             payload,
             manifest,
             index,
             starts[index],
             pieces,
-            |entry, piece, member| {
-                loop {
-                    let n = member.read(&mut buffer).map_err(ChunkError::Read)?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buffer[..n]);
+            |_, _, member| loop {
+                let n = member.read(&mut buffer).map_err(ChunkError::Read)?;
+                if n == 0 {
+                    return Ok(());
                 }
-                if piece.offset + piece.len == entry.file_size() {
-                    let actual: [u8; 32] = std::mem::take(&mut hasher).finalize().into();
-                    if let EntryKind::File { sha256, .. } = &entry.kind {
-                        if &actual != sha256 {
-                            bad.push(lossy(&entry.path));
-                        }
-                    }
-                }
-                Ok(())
+                hasher.update(&buffer[..n]);
             },
         )?;
-    }
-    // Empty files carry no pieces; their hash is that of no bytes.
-    let empty: [u8; 32] = Sha256::digest([]).into();
-    for entry in &manifest.entries {
-        if let EntryKind::File { size: 0, sha256 } = &entry.kind {
-            if sha256 != &empty {
-                bad.push(lossy(&entry.path));
-            }
+        if <[u8; 32]>::from(hasher.finalize()) != manifest.chunks[index].data_sha256 {
+            let path = |piece: Option<&Piece>| {
+                piece.map_or_else(String::new, |p| lossy(&manifest.entries[p.entry].path))
+            };
+            bad.push(format!(
+                "chunk {index} ({} to {})",
+                path(pieces.first()),
+                path(pieces.last())
+            ));
         }
     }
     Ok(bad)

@@ -140,7 +140,7 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
     let stock = stock_bootstrap(options.bootstrap.as_deref())?;
     let stage = progress.stage("walking", 0, false);
     let Walked {
-        mut entries,
+        entries,
         sources,
         warnings: walk_warnings,
     } = walk(&options.dir, &excludes)?;
@@ -158,9 +158,7 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
         });
 
     let total: u64 = entries.iter().map(|e| e.file_size()).sum();
-    let stage = progress.stage("hashing", total, true);
-    let elf = hash_files(&mut entries, &sources, &|n| stage.inc(n))?;
-    stage.finish(format!("hashed {} of files", megabytes(total)));
+    let elf = read_headers(&entries, &sources)?;
 
     let mut lints = Vec::new();
     match Elf::parse(&stock) {
@@ -199,19 +197,21 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
                 data_len,
                 compressed_len: 0,
                 sha256: [0; 32],
+                data_sha256: [0; 32],
             })
             .collect(),
     };
     let stage = progress.stage("compressing", total, true);
     let frames = compress_chunks(&manifest, &sources, options.level, &|n| stage.inc(n))?;
-    for (chunk, frame) in manifest.chunks.iter_mut().zip(&frames) {
+    for (chunk, (frame, data_sha256)) in manifest.chunks.iter_mut().zip(&frames) {
         chunk.compressed_len = frame.len() as u64;
         chunk.sha256 = sha256(frame);
+        chunk.data_sha256 = *data_sha256;
     }
 
     let launch_bytes = launch.encode();
     let manifest_bytes = payload::deflate_manifest(&manifest.encode(), options.level)?;
-    let chunks_len: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let chunks_len: u64 = frames.iter().map(|(f, _)| f.len() as u64).sum();
     stage.finish(format!(
         "compressed {} into {} chunks of {}",
         megabytes(total),
@@ -255,7 +255,7 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
     }
 
     let mut parts: Vec<&[u8]> = vec![&stock, &header, &launch_bytes, &manifest_bytes];
-    parts.extend(frames.iter().map(Vec::as_slice));
+    parts.extend(frames.iter().map(|(frame, _)| frame.as_slice()));
     parts.push(&trailer);
     let path = write_atomically(&options.out, "bootstrap", &parts)?;
     let mut budgets = budgets;
@@ -436,42 +436,22 @@ fn stock_bootstrap(over: Option<&Path>) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Fills in every file's SHA-256, reading files on all cores, and returns what each
-/// file's first bytes say about it as an ELF. This is also where unreadable files are
-/// found, all of them, before anything is written.
-fn hash_files(
-    entries: &mut [Entry],
-    sources: &[PathBuf],
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<Option<Elf>>> {
+/// What each file's first bytes say about it as an ELF, read on all cores. This is
+/// also where unreadable files are found, all of them, before anything is written.
+fn read_headers(entries: &[Entry], sources: &[PathBuf]) -> Result<Vec<Option<Elf>>> {
     let files: Vec<usize> = (0..entries.len())
         .filter(|&i| matches!(entries[i].kind, EntryKind::File { .. }))
         .collect();
-    let hashes = parallel_map(files.len(), |job| {
+    let headers = parallel_map(files.len(), |job| {
         let source = &sources[files[job]];
-        let read = || -> std::io::Result<([u8; 32], Option<Elf>)> {
-            let mut file = File::open(source)?;
-            let mut hasher = Sha256::new();
-            let mut buffer = vec![0; 256 * 1024];
-            let mut elf = None;
-            let mut first = true;
-            loop {
-                let n = file.read(&mut buffer)?;
-                if n == 0 {
-                    break;
-                }
-                if first {
-                    elf = Elf::parse(&buffer[..n]);
-                    first = false;
-                }
-                hasher.update(&buffer[..n]);
-                progress(n as u64);
-            }
-            Ok((hasher.finalize().into(), elf))
+        let read = || -> std::io::Result<Option<Elf>> {
+            let mut head = Vec::with_capacity(64);
+            File::open(source)?.take(64).read_to_end(&mut head)?;
+            Ok(Elf::parse(&head))
         };
         Ok(read().map_err(|e| format!("{} ({e})", source.display())))
     })?;
-    let unreadable: Vec<&String> = hashes.iter().filter_map(|h| h.as_ref().err()).collect();
+    let unreadable: Vec<&String> = headers.iter().filter_map(|h| h.as_ref().err()).collect();
     if !unreadable.is_empty() {
         let shown: Vec<&str> = unreadable.iter().take(10).map(|s| s.as_str()).collect();
         bail!(
@@ -482,12 +462,8 @@ fn hash_files(
         );
     }
     let mut elf = vec![None; entries.len()];
-    for (&index, hashed) in files.iter().zip(hashes) {
-        let (hash, header) = hashed.map_err(|e| anyhow!(e))?;
-        elf[index] = header;
-        if let EntryKind::File { sha256, .. } = &mut entries[index].kind {
-            *sha256 = hash;
-        }
+    for (&index, header) in files.iter().zip(headers) {
+        elf[index] = header.map_err(|e| anyhow!(e))?;
     }
     Ok(elf)
 }
@@ -521,16 +497,18 @@ fn chunk_lengths(sizes: &[u64]) -> Vec<u64> {
     cuts.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
-/// Each chunk's tar stream, zstd-compressed, built on all cores.
+/// Each chunk's tar stream, zstd-compressed, and the SHA-256 of the file contents it
+/// carries, built on all cores.
 fn compress_chunks(
     manifest: &Manifest,
     sources: &[PathBuf],
     level: i32,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<Vec<u8>>> {
+) -> Result<Vec<(Vec<u8>, [u8; 32])>> {
     let plan = manifest.plan();
     parallel_map(plan.len(), |index| {
         let mut builder = tar::Builder::new(Vec::new());
+        let mut data_hasher = Sha256::new();
         for piece in &plan[index] {
             let entry = &manifest.entries[piece.entry];
             let source = &sources[piece.entry];
@@ -543,6 +521,7 @@ fn compress_chunks(
                         source.display()
                     )
                 })?;
+            data_hasher.update(&data);
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(piece.len);
@@ -562,7 +541,7 @@ fn compress_chunks(
         compressor.set_parameter(zstd::zstd_safe::CParameter::WindowLog(WINDOW_LOG_MAX))?;
         let frame = compressor.compress(&tar)?;
         progress(manifest.chunks[index].data_len);
-        Ok(frame)
+        Ok((frame, data_hasher.finalize().into()))
     })
 }
 

@@ -169,11 +169,7 @@ fn read_entry(
         if meta.nlink() > 1 {
             inode = Some((meta.dev(), meta.ino()));
         }
-        EntryKind::File {
-            size: meta.len(),
-            // Filled in by the packer, which reads every file anyway.
-            sha256: [0; 32],
-        }
+        EntryKind::File { size: meta.len() }
     } else if kind.is_symlink() {
         let target = fs::read_link(source)
             .with_context(|| format!("cannot read link {}", source.display()))?;
