@@ -26,7 +26,7 @@ use nix::sys::stat::{Mode, SFlag};
 use sha2::{Digest, Sha256};
 
 use crate::extract::entry_path;
-use crate::manifest::{parent, Entry, EntryKind, Manifest};
+use crate::manifest::{parent, Entry, EntryKind, Manifest, Piece};
 use crate::{parallel, sys};
 
 /// Directories per job: enough that a thread's open path is mostly reused.
@@ -116,14 +116,13 @@ fn check_contents(root: &Path, manifest: &Manifest) -> Result<(), String> {
                     .map_err(|e| format!("{:?}: {e}", shown(manifest, piece.entry)))?;
             }
             if <[u8; 32]>::from(hasher.finalize()) != manifest.chunks[index].data_sha256 {
-                let (first, last) = (
-                    plan[index][0].entry,
-                    plan[index][plan[index].len() - 1].entry,
-                );
+                let at = |piece: Option<&Piece>| {
+                    piece.map_or_else(String::new, |p| shown(manifest, p.entry))
+                };
                 return Err(format!(
                     "contents differ between {:?} and {:?}",
-                    shown(manifest, first),
-                    shown(manifest, last)
+                    at(plan[index].first()),
+                    at(plan[index].last())
                 ));
             }
             Ok(())
@@ -183,7 +182,7 @@ impl<'a> Tree<'a> {
         let mut group_of = vec![u32::MAX; count];
         let mut dirs = Vec::new();
         let mut sizes = Vec::new();
-        for &dir in &parents[1..] {
+        for &dir in parents.iter().skip(1) {
             let slot = &mut group_of[dir as usize];
             if *slot == u32::MAX {
                 *slot = dirs.len() as u32;
