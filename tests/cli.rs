@@ -289,28 +289,44 @@ fn bootstrap_over_250_mb_unzipped_is_refused_unless_forced() {
 
 #[test]
 fn budgets_turn_at_lambdas_limits() {
-    let verdicts = |unzipped, zip, extracted, storage| -> Vec<Verdict> {
-        budget::budgets(unzipped, zip, extracted, storage)
-            .iter()
-            .map(|b| b.verdict)
-            .collect()
+    let sizes = |unzipped, zip, extracted, storage, task| budget::Sizes {
+        unzipped,
+        zip,
+        extracted,
+        ephemeral_storage_mb: storage,
+        task_budget: task,
+    };
+    let verdicts = |sizes: budget::Sizes| -> Vec<Verdict> {
+        budget::budgets(&sizes).iter().map(|b| b.verdict).collect()
     };
     assert_eq!(
-        verdicts(UNZIPPED_LIMIT, DIRECT_UPLOAD_LIMIT, 512 * MB * 8 / 10, 512),
+        verdicts(sizes(
+            UNZIPPED_LIMIT,
+            DIRECT_UPLOAD_LIMIT,
+            512 * MB * 8 / 10,
+            512,
+            0
+        )),
         vec![Verdict::Fits, Verdict::Fits, Verdict::Fits]
     );
     assert_eq!(
-        verdicts(
+        verdicts(sizes(
             UNZIPPED_LIMIT + 1,
             DIRECT_UPLOAD_LIMIT + 1,
             512 * MB + 1,
-            512
-        ),
+            512,
+            0
+        )),
         vec![Verdict::OverHard, Verdict::Over, Verdict::OverHard]
     );
-    assert_eq!(verdicts(1, 1, 450 * MB, 512)[2], Verdict::Tight);
-    assert_eq!(verdicts(1, 1, 600 * MB, 1024)[2], Verdict::Fits);
-    let too_big = budget::budgets(1, 1, 20_000 * MB, 10240);
+    assert_eq!(verdicts(sizes(1, 1, 450 * MB, 512, 0))[2], Verdict::Tight);
+    assert_eq!(verdicts(sizes(1, 1, 600 * MB, 1024, 0))[2], Verdict::Fits);
+    // A task budget adds its own line, after the unzipped one.
+    assert_eq!(
+        verdicts(sizes(200 * MB + 1, 1, 1, 512, 200 * MB)),
+        vec![Verdict::Fits, Verdict::Over, Verdict::Fits, Verdict::Fits]
+    );
+    let too_big = budget::budgets(&sizes(1, 1, 20_000 * MB, 10240, 0));
     assert!(too_big[2].advice.as_ref().unwrap().contains("10240 MB"));
 }
 

@@ -15,6 +15,7 @@ pub struct Report<'a> {
     pub fields: Vec<(&'a str, Value<'a>)>,
 }
 
+#[derive(Clone)]
 pub enum Value<'a> {
     Text(&'a str),
     Number(u64),

@@ -126,6 +126,20 @@ pub struct PackArgs {
     #[arg(long = "exclude", value_name = "GLOB")]
     pub exclude: Vec<String>,
 
+    /// How much of Lambda's 250 MB of code storage coldpack may fill, counting all it
+    /// puts there: the bootstrap with its payload, and the parts of the tree kept as
+    /// plain files beside it (the task part), which a cold start then need not
+    /// extract. Sizes like 200MB, 120MiB, 1GB (Lambda's MB are 2^20 bytes) or bytes;
+    /// 0 keeps nothing in the deployment [default: 200MB].
+    #[arg(long, value_name = "SIZE")]
+    pub task_budget: Option<String>,
+
+    /// Never keep entries matching GLOB in the deployment, always extract them into
+    /// /tmp (what the runtime writes into, say); repeatable, added to the config
+    /// file's. Globs as for --exclude.
+    #[arg(long = "keep-in-tmp", value_name = "GLOB")]
+    pub keep_in_tmp: Vec<String>,
+
     /// Write the output even when it exceeds a hard Lambda limit or its entrypoint is
     /// built for another architecture.
     #[arg(long)]

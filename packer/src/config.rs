@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use crate::cli::{Arch, PackArgs};
@@ -21,6 +21,9 @@ use crate::cli::{Arch, PackArgs};
 pub const FILE_NAME: &str = "coldpack.toml";
 pub const DEFAULT_LEVEL: i32 = 19;
 pub const DEFAULT_EPHEMERAL_STORAGE_MB: u64 = 512;
+/// The default `--task-budget`: 200 of Lambda's 250 MB, leaving 50 MB for the
+/// function's own code and other layers.
+pub const DEFAULT_TASK_BUDGET: u64 = 200 << 20;
 
 /// What `coldpack.toml` may hold: the long names of `pack`'s options.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +47,10 @@ pub struct ConfigFile {
     pub ephemeral_storage: Option<u64>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    #[serde(alias = "task_budget")]
+    pub task_budget: Option<toml::Value>,
+    #[serde(default, alias = "keep_in_tmp")]
+    pub keep_in_tmp: Vec<String>,
     #[serde(default)]
     pub force: bool,
 }
@@ -72,6 +79,9 @@ pub struct PackOptions {
     pub arch: Arch,
     pub ephemeral_storage_mb: u64,
     pub exclude: Vec<String>,
+    /// Bytes of code storage coldpack may fill.
+    pub task_budget: u64,
+    pub keep_in_tmp: Vec<String>,
     pub force: bool,
     /// The config file that was read, if any.
     pub config: Option<PathBuf>,
@@ -93,6 +103,8 @@ impl PackOptions {
             arch: Arch::X86_64,
             ephemeral_storage_mb: DEFAULT_EPHEMERAL_STORAGE_MB,
             exclude: Vec::new(),
+            task_budget: DEFAULT_TASK_BUDGET,
+            keep_in_tmp: Vec::new(),
             force: false,
             config: None,
         }
@@ -169,6 +181,24 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
     }
     let mut exclude = file.exclude.clone();
     exclude.extend(args.exclude.iter().cloned());
+    let mut keep_in_tmp = file.keep_in_tmp.clone();
+    keep_in_tmp.extend(args.keep_in_tmp.iter().cloned());
+    let task_budget = match (&args.task_budget, &file.task_budget) {
+        (Some(text), _) => {
+            parse_size(text).map_err(|why| anyhow!("--task-budget {text:?} {why}"))?
+        }
+        (None, Some(toml::Value::Integer(n))) if *n >= 0 => *n as u64,
+        (None, Some(toml::Value::String(text))) => {
+            parse_size(text).map_err(|why| anyhow!("task-budget {text:?} in {FILE_NAME} {why}"))?
+        }
+        (None, Some(other)) => {
+            bail!("task-budget {other} in {FILE_NAME} is not a size like \"200MB\"")
+        }
+        (None, None) => DEFAULT_TASK_BUDGET,
+    };
+    if task_budget > crate::budget::UNZIPPED_LIMIT {
+        bail!("a task budget of {task_budget} bytes is over Lambda's 250 MB of code storage");
+    }
     Ok(PackOptions {
         dir,
         entrypoint,
@@ -185,6 +215,8 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
         arch: args.arch.or(file.arch).unwrap_or(Arch::X86_64),
         ephemeral_storage_mb,
         exclude,
+        task_budget,
+        keep_in_tmp,
         force: args.force || file.force,
         config: config_path,
     })
@@ -224,4 +256,41 @@ fn find(dir: Option<&Path>) -> Result<Option<(PathBuf, ConfigFile)>> {
         }
     }
     Ok(Some((path, file)))
+}
+
+/// A size as `--task-budget` takes it: bytes, or a number with K, M or G (optionally
+/// followed by B or iB), all powers of 1024 as Lambda's own limits are.
+pub fn parse_size(text: &str) -> std::result::Result<u64, &'static str> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err("is not a size like 200MB, 120MiB or 0"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| "is not a size like 200MB, 120MiB or 0")?;
+    Ok((value * (1u64 << shift) as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_are_read_as_lambda_counts_them() {
+        assert_eq!(parse_size("200MB"), Ok(200 << 20));
+        assert_eq!(parse_size("120 MiB"), Ok(120 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+    }
 }

@@ -59,6 +59,7 @@ pub fn cmd_run(args: &RunArgs) -> Result<()> {
     };
     let payload = Payload::open(&bootstrap)?;
     let name = payload.launch()?.name;
+    let task_part = coldpack_bootstrap::task::locate(&bootstrap, &name, &payload.id);
     let event = match &args.event {
         Some(path) => Some(
             fs::read(path).with_context(|| format!("cannot read --event {}", path.display()))?,
@@ -73,6 +74,17 @@ pub fn cmd_run(args: &RunArgs) -> Result<()> {
     fs::create_dir_all(&task).and_then(|()| fs::create_dir_all(&cache))?;
     fs::copy(&bootstrap, task.join("bootstrap"))
         .with_context(|| format!("cannot copy {} into the task root", bootstrap.display()))?;
+    if task_part.is_dir() {
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&task_part)
+            .arg(&task)
+            .status()
+            .with_context(|| format!("cannot copy {}", task_part.display()))?;
+        if !copied.success() {
+            bail!("cannot copy {} into the task root", task_part.display());
+        }
+    }
     eprintln!(
         "coldpack run: task root {} (as /var/task), cache {} (as /tmp)",
         task.display(),
