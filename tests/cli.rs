@@ -222,8 +222,15 @@ fn layer_zip_holds_the_bootstrap_at_its_root_for_opt() {
     let stderr = succeeded(&try_pack(&src, &out, &["--layer"]));
     assert!(!out.join("function.zip").exists());
     let members = python_zip_members(&out.join("layer.zip"));
-    assert_eq!(members, vec![("bootstrap".to_string(), 0o100755, 0, 3)]);
-    assert!(stderr.contains("/opt/bootstrap"), "{stderr}");
+    assert_eq!(members[0], ("bootstrap".to_string(), 0o100755, 0, 3));
+    // Whatever else it holds is the task part, beside the bootstrap.
+    assert!(
+        members[1..]
+            .iter()
+            .all(|(name, ..)| name.starts_with("coldpack-runtime.")),
+        "{members:?}"
+    );
+    assert!(stderr.contains("for /opt"), "{stderr}");
     failed(&try_pack(&src, &out, &["--layer", "--zip"]));
 }
 
@@ -247,7 +254,7 @@ fn tree_larger_than_tmp_is_refused_until_storage_is_raised_or_forced() {
 
     let stderr = succeeded(&try_pack(&src, &out, &["--ephemeral-storage", "1024"]));
     assert!(warnings(&stderr).is_empty(), "{stderr}");
-    assert!(stderr.contains("of 1024 MB"), "{stderr}");
+    assert!(stderr.contains("of 1024 MiB"), "{stderr}");
 
     let stderr = succeeded(&try_pack(&src, &sandbox.path("forced"), &["--force"]));
     assert!(
@@ -441,23 +448,31 @@ fn setuid_bits_are_dropped_with_a_warning() {
     assert_eq!(mode & 0o7777, 0o755);
 }
 
+/// The bootstrap checks and removes what it extracts, and could do neither in a tree
+/// its owner cannot read or search: such a tree is refused, with what to change.
 #[test]
-fn entries_their_owner_cannot_read_are_reported() {
-    let sandbox = Sandbox::new();
-    let src = sandbox.path("runtime");
-    small_tree(&src);
-    write_file(&src.join("lib/write-only"), b"secret\n", 0o200);
+fn entries_their_owner_cannot_read_or_search_are_refused() {
     if !is_root() {
-        return; // the packer itself could not read it: see the next test
+        return; // the packer itself could not read them: see the next test
     }
-    let stderr = succeeded(&try_pack(&src, &sandbox.path("out"), &[]));
-    assert!(
-        warnings(&stderr)
-            .iter()
-            .any(|w| w.contains("deny their owner reading")
-                && w.contains("lib/write-only (mode 200)")),
-        "{stderr}"
-    );
+    let sandbox = Sandbox::new();
+    for (path, mode) in [("lib/write-only", 0o200), ("lib/closed", 0o311)] {
+        let src = sandbox.path(&format!("runtime-{mode:o}"));
+        small_tree(&src);
+        if path.ends_with("closed") {
+            fs::create_dir_all(src.join(path)).unwrap();
+            fs::set_permissions(src.join(path), fs::Permissions::from_mode(mode)).unwrap();
+        } else {
+            write_file(&src.join(path), b"secret\n", mode);
+        }
+        let out = sandbox.path(&format!("out-{mode:o}"));
+        let stderr = failed(&try_pack(&src, &out, &["--force"]));
+        assert!(
+            stderr.contains(&format!("{path} (mode {mode:o})")) && stderr.contains("chmod u+r"),
+            "{stderr}"
+        );
+        assert!(!out.join("bootstrap").exists());
+    }
 }
 
 #[test]
@@ -752,39 +767,33 @@ fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
 }
 
 #[test]
-fn summary_gives_entries_by_kind_bytes_budgets_and_hash() {
+fn summary_gives_entries_by_kind_the_split_bytes_budgets_and_hash() {
     let sandbox = Sandbox::new();
     let src = sandbox.path("runtime");
     awkward_tree(&src);
     let out = sandbox.path("out");
     let stderr = text(&pack(&src, "bin/entry", &out, &["--zip"]).stderr);
     let summary = inspect_json(&out);
-    let entries = &summary["entries"];
-    assert!(
-        stderr.contains(&format!(
-            "entries   {} files, {} directories, {} symlinks, {} hardlinks",
-            entries["files"], entries["directories"], entries["symlinks"], entries["hardlinks"]
-        )),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("{} in (", summary["file_bytes"])),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("{} out (", summary["compressed_bytes"])),
-        "{stderr}"
-    );
-    for budget in ["unzipped ", "zip ", "/tmp "] {
-        assert!(stderr.contains(budget), "{budget} missing from {stderr}");
-    }
-    assert!(
-        stderr.contains(&format!(
+    let (task, extract) = (&summary["task_part"], &summary["extract"]);
+    for line in [
+        "entries   ".to_string(),
+        format!("kept      {} entries (", task["entries"]),
+        format!("extracted {} entries (", extract["entries"]),
+        format!(
+            "{} chunk{} at zstd level 3",
+            summary["chunks"],
+            if summary["chunks"] == 1 { "" } else { "s" }
+        ),
+        format!(
             "payload   sha256 {}",
             summary["payload_sha256"].as_str().unwrap()
-        )),
-        "{stderr}"
-    );
+        ),
+    ] {
+        assert!(stderr.contains(&line), "{line:?} missing from {stderr}");
+    }
+    for budget in ["unzipped ", "task ", "zip ", "/tmp "] {
+        assert!(stderr.contains(budget), "{budget} missing from {stderr}");
+    }
 }
 
 /// The task root `coldpack run` announced on stderr.
@@ -832,7 +841,7 @@ fn run_keep_leaves_the_extracted_tree_to_look_at() {
     let src = sandbox.path("runtime");
     awkward_tree(&src);
     let out = sandbox.path("out");
-    pack(&src, "bin/entry", &out, &[]);
+    pack(&src, "bin/entry", &out, &["--task-budget", "0"]);
     let stderr = succeeded(&coldpack_in(None, &["run", "--keep", path_arg(&out)]));
     let scratch = announced_scratch(&stderr);
     let line = stderr

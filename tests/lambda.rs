@@ -243,6 +243,14 @@ fn corrupt_copy(scratch: &Scratch) -> PathBuf {
     let bootstrap = task.join("bootstrap");
     fs::write(&bootstrap, bytes).unwrap();
     fs::set_permissions(&bootstrap, fs::Permissions::from_mode(0o755)).unwrap();
+    // The header is intact, so the task part keeps its name: deploy it alongside, as
+    // Lambda would, so that only the damaged chunk can be refused.
+    for item in fs::read_dir(packed_bootstrap().parent().unwrap()).unwrap() {
+        let item = item.unwrap();
+        if item.file_name().to_string_lossy().starts_with("coldpack-") {
+            run(Command::new("cp").arg("-a").arg(item.path()).arg(&task));
+        }
+    }
     bootstrap
 }
 

@@ -50,6 +50,24 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The entries and bytes the task part saves a cold start: those at or below a link
+/// into it (not the plain directories above them).
+fn kept(manifest: &Manifest, task: &TaskIndex) -> (u64, u64) {
+    let links: std::collections::HashSet<Vec<u8>> = (0..manifest.len())
+        .filter(|&i| manifest.kind(i).is_task())
+        .map(|i| manifest.path(i))
+        .collect();
+    let under_link = |path: &[u8]| {
+        links.contains(&b""[..])
+            || (0..=path.len())
+                .any(|end| (end == path.len() || path[end] == b'/') && links.contains(&path[..end]))
+    };
+    task.entries
+        .iter()
+        .filter(|e| under_link(&e.path))
+        .fold((0, 0), |(n, bytes), e| (n + 1, bytes + e.size))
+}
+
 /// What `inspect` reports, as JSON.
 fn summary(opened: &Opened) -> serde_json::Value {
     let Opened {
@@ -70,8 +88,9 @@ fn summary(opened: &Opened) -> serde_json::Value {
     let extracted = if manifest.is_direct() {
         0
     } else {
-        manifest.len() - links
+        manifest.len()
     };
+    let (kept_entries, kept_bytes) = kept(manifest, task);
     json!({
         "path": payload.path().display().to_string(),
         "format_version": FORMAT_VERSION,
@@ -95,7 +114,7 @@ fn summary(opened: &Opened) -> serde_json::Value {
             "files": task.files(),
             "bytes": task.bytes(),
         },
-        "work_saved_ms": work::nanos(task.entries.len() as u64, task.bytes()) / 1_000_000,
+        "work_saved_ms": work::nanos(kept_entries, kept_bytes) / 1_000_000,
         "file_bytes": extracted_bytes,
         "compressed_bytes": manifest.chunks.iter().map(|c| c.compressed_len).sum::<u64>(),
         "chunks": manifest.chunks.len(),
