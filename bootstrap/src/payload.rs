@@ -388,11 +388,17 @@ impl Payload {
         Launch::decode(&bytes)
     }
 
-    pub fn manifest(&self) -> Result<Manifest> {
+    /// The manifest's bytes as encoded, checked against their hash and inflated.
+    pub fn raw_manifest(&self) -> Result<Vec<u8>> {
         let h = &self.header;
         let at = HEADER_LEN as u64 + h.launch_len;
         let bytes = self.section(at, h.manifest_len, &h.manifest_sha256, "manifest")?;
-        let manifest = Manifest::decode(inflate_section(&bytes, MAX_MANIFEST, "manifest")?)?;
+        inflate_section(&bytes, MAX_MANIFEST, "manifest")
+    }
+
+    pub fn manifest(&self) -> Result<Manifest> {
+        let h = &self.header;
+        let manifest = Manifest::decode(self.raw_manifest()?)?;
         let chunks_len = manifest
             .chunks
             .iter()
