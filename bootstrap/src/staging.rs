@@ -52,7 +52,9 @@ impl Staging {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if let (Some((done, closing)), true) = (earlier, path.is_dir()) {
+        // Never through a link planted under the staging name.
+        let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        if let (Some((done, closing)), true) = (earlier, is_dir) {
             let record = OpenOptions::new()
                 .append(true)
                 .custom_flags(nix::libc::O_NOFOLLOW)

@@ -203,6 +203,10 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
     let split = split::split(&walked, &heads, &rules, |files| {
         compress::estimate(&walked.entries, &walked.sources, files)
     })?;
+    let mut warnings = warnings;
+    warnings.extend(
+        lint::timestamp_pycs(&walked.entries, &heads, &split.in_deployment).map(|l| l.message),
+    );
     let task = task_part::stage(&split.task, &options.out)?;
     let built = build(&launch, &split, &task.index, options.level, progress)?;
     let mut packed = assemble_and_write(options, &launch, &stock, built, task)?;

@@ -64,6 +64,8 @@ pub struct Split {
     /// Everything under the task part's directory, sorted by path (hashes still zero),
     /// with the file each kept file is copied from.
     pub task: Vec<(TaskEntry, PathBuf)>,
+    /// For each walked entry, whether the runtime reaches it in the deployment.
+    pub in_deployment: Vec<bool>,
     /// Entries of the walked tree now reached through the task part.
     pub kept_entries: u64,
     pub kept_bytes: u64,
@@ -339,6 +341,7 @@ fn build(walked: &Walked, kept: &[bool], sums: &[Sums]) -> Split {
         tree: Vec::new(),
         sources: Vec::new(),
         task: Vec::new(),
+        in_deployment: Vec::new(),
         kept_entries: 0,
         kept_bytes: 0,
         saved_nanos: 0,
@@ -370,6 +373,7 @@ fn build(walked: &Walked, kept: &[bool], sums: &[Sums]) -> Split {
         split.tree.push(entry);
         split.sources.push(walked.sources[index].clone());
     }
+    split.in_deployment = in_task.clone();
     // The task part keeps the tree's layout: the directories above a kept entry are
     // there too, as plain directories.
     for index in (1..entries.len()).rev() {
