@@ -572,3 +572,117 @@ fn stock_bootstrap_is_static() {
         "{description}"
     );
 }
+
+/// Peak memory of a cold start of the packed bootstrap at `bootstrap`, in KiB, and
+/// what it printed (through GNU time's `%M`).
+fn peak_rss_kib(bootstrap: &Path, cache: &Path) -> (u64, String) {
+    let output = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "peak-rss-kib=%M"])
+        .arg(bootstrap)
+        .env("COLDPACK_CACHE_DIR", cache)
+        .output()
+        .expect("GNU time is installed by scripts/test");
+    let stderr = text(&output.stderr);
+    let peak = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {stderr}"));
+    (peak, stderr)
+}
+
+/// The largest manifest the bootstrap accepts, and chunks that each ask for the
+/// largest window, decoded on every thread: a cold start stays within 32 MiB however
+/// the payload is made (the limits in docs/design.md), and a manifest one entry over
+/// the limit is refused before it is inflated.
+#[test]
+fn the_largest_payloads_keep_a_cold_start_within_32_mib() {
+    use coldpack_bootstrap::manifest::{self, Chunk, Entry, EntryKind, Mtime, MAX_MANIFEST};
+    use coldpack_bootstrap::payload::{deflate_section, sha256, Assembly, Sections};
+    let sandbox = Sandbox::new();
+    let mtime = Mtime {
+        sec: 1_600_000_000,
+        nsec: 0,
+    };
+    let entry = |path: String, kind| Entry {
+        path: path.into_bytes(),
+        parent: 0,
+        mode: 0o755,
+        mtime,
+        kind,
+    };
+    // Files of 32 MiB of zeros, one per chunk, each frame with an 8 MiB window; then
+    // empty files with long names until the manifest is just under its limit.
+    let big = vec![0u8; 32 << 20];
+    let frame = coldpack_bootstrap::chunk::encode(&big, 3).unwrap();
+    let mut entries = vec![entry(String::new(), EntryKind::Dir)];
+    entries.push(entry("run".into(), EntryKind::File { size: 0 }));
+    let mut chunks = Vec::new();
+    for i in 0..6 {
+        entries.push(entry(
+            format!("z{i}"),
+            EntryKind::File {
+                size: big.len() as u64,
+            },
+        ));
+        chunks.push(Chunk {
+            data_len: big.len() as u64,
+            compressed_len: frame.len() as u64,
+            sha256: sha256(&frame),
+            data_sha256: sha256(&big),
+        });
+    }
+    let frames = vec![frame; 6];
+    let task = deflate_section(&[0; 4], 3).unwrap();
+    let fill = |entries: &mut Vec<Entry>, limit: u64| {
+        let base = manifest::encode(entries, &chunks, &sha256(&task)).len() as u64;
+        // Each entry takes 28 bytes of columns and its 200-byte name.
+        for n in 0..(limit - base) / 228 {
+            entries.push(entry(format!("{n:0>200}"), EntryKind::File { size: 0 }));
+        }
+        while manifest::encode(entries, &chunks, &sha256(&task)).len() as u64 > limit {
+            entries.pop();
+        }
+        entries[1..].sort_by(|a, b| a.path.cmp(&b.path));
+    };
+    for (label, limit, accepted) in [
+        ("largest", MAX_MANIFEST, true),
+        ("over", MAX_MANIFEST + 300, false),
+    ] {
+        let mut entries = entries.clone();
+        fill(&mut entries, limit);
+        let raw = manifest::encode(&entries, &chunks, &sha256(&task));
+        let stored = deflate_section(&raw, 3).unwrap();
+        let launch = coldpack_bootstrap::launch::Launch {
+            name: "big".into(),
+            entrypoint: b"run".to_vec(),
+            args: vec![],
+            env: vec![],
+        }
+        .encode();
+        let sections = Sections {
+            flags: 0,
+            launch: &launch,
+            manifest: &stored,
+            task_index: &task,
+            chunks: &frames,
+        };
+        let bytes = Assembly::new(coldpack::STOCK_BOOTSTRAP, sections).to_vec();
+        let bootstrap = sandbox.path(&format!("{label}/bootstrap"));
+        fs::create_dir_all(bootstrap.parent().unwrap()).unwrap();
+        write(&bootstrap, &bytes, 0o755);
+        let cache = sandbox.cache_dir(&format!("cache-{label}"), Who::Me);
+        let (peak, stderr) = peak_rss_kib(&bootstrap, &cache);
+        println!("{label}: {} bytes of manifest, peak {peak} KiB", raw.len());
+        assert!(peak <= 32 << 10, "{label}: peak {peak} KiB: {stderr}");
+        if accepted {
+            assert_eq!(
+                log_field(stderr.as_bytes(), "decision").as_deref(),
+                Some("extract"),
+                "{stderr}"
+            );
+        } else {
+            assert!(stderr.contains("no usable size"), "{stderr}");
+        }
+    }
+}

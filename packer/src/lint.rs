@@ -349,7 +349,11 @@ mod tests {
 /// that precisely (a zip's own times have a 2-second grain): where they differ, Python
 /// recompiles the module in memory at every import and cannot save the result in the
 /// read-only deployment (imports measured 7 times slower here).
-pub fn timestamp_pycs(entries: &[Entry], heads: &[crate::head::Head], kept: &[bool]) -> Option<Lint> {
+pub fn timestamp_pycs(
+    entries: &[Entry],
+    heads: &[crate::head::Head],
+    kept: &[bool],
+) -> Option<Lint> {
     let found: Vec<String> = entries
         .iter()
         .zip(heads)
