@@ -247,7 +247,7 @@ fn tree_larger_than_tmp_is_refused_until_storage_is_raised_or_forced() {
 
     let stderr = succeeded(&try_pack(&src, &out, &["--ephemeral-storage", "1024"]));
     assert!(warnings(&stderr).is_empty(), "{stderr}");
-    assert!(stderr.contains("of 1024 MB"), "{stderr}");
+    assert!(stderr.contains("of 1024 MiB"), "{stderr}");
 
     let stderr = succeeded(&try_pack(&src, &sandbox.path("forced"), &["--force"]));
     assert!(
@@ -438,7 +438,7 @@ fn entries_their_owner_cannot_read_are_reported() {
     assert!(
         warnings(&stderr)
             .iter()
-            .any(|w| w.contains("deny their owner reading")
+            .any(|w| w.contains("1 entry denies its owner reading")
                 && w.contains("lib/write-only (mode 200)")),
         "{stderr}"
     );
@@ -514,11 +514,11 @@ fn junk_is_reported_with_what_it_costs() {
     assert!(
         warned
             .iter()
-            .any(|w| w.contains("1 __pycache__ directories cost 3.0 MB")),
+            .any(|w| w.contains("1 __pycache__ directory costs 3.0 MiB")),
         "{stderr}"
     );
     assert!(
-        warned.iter().any(|w| w.contains("1 .pyc files (1.0 MB)")
+        warned.iter().any(|w| w.contains("1 .pyc file (1.0 MiB)")
             && w.contains("lib/__pycache__/gone.cpython-311.pyc")
             && !w.contains("mod.cpython")),
         "{stderr}"
@@ -526,7 +526,7 @@ fn junk_is_reported_with_what_it_costs() {
     assert!(
         warned
             .iter()
-            .any(|w| w.contains("1 test directories cost 2.0 MB") && w.contains("lib/pkg/tests")),
+            .any(|w| w.contains("1 test directory costs 2.0 MiB") && w.contains("lib/pkg/tests")),
         "{stderr}"
     );
 }

@@ -5,7 +5,8 @@
 //! 250 MB unzipped for the function's code and all its layers together (Lambda's error
 //! names 262144000 bytes), 50 MB for a zip uploaded directly (larger ones go through
 //! S3), and `/tmp` of 512 MB unless the function's ephemeral storage is raised (up to
-//! 10240 MB). Lambda's "MB" is 2^20 bytes.
+//! 10240 MB). Lambda's "MB" is 2^20 bytes, a MiB: sizes are printed in MiB, and the
+//! limits with them.
 
 use std::fmt;
 
@@ -44,7 +45,7 @@ impl fmt::Display for Budget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<9} {:>9} of {} MB ({}%)",
+            "{:<9} {:>10} of {} MiB ({}%)",
             self.what,
             megabytes(self.used),
             self.limit / MB,
@@ -64,8 +65,14 @@ impl fmt::Display for Budget {
     }
 }
 
+/// A size for people, in MiB (2^20 bytes), which is what Lambda calls MB.
 pub fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / MB as f64)
+    format!("{:.1} MiB", bytes as f64 / MB as f64)
+}
+
+/// `count` with its noun: "1 symlink", "2 symlinks".
+pub fn counted(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 /// What the tree takes once extracted: contents rounded up to blocks, a block a

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{Arch, PackArgs};
+use crate::cli::{Arch, PackArgs, Runtime};
 
 pub const FILE_NAME: &str = "coldpack.toml";
 pub const DEFAULT_LEVEL: i32 = 19;
@@ -44,6 +44,9 @@ pub struct ConfigFile {
     pub ephemeral_storage: Option<u64>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    pub runtime: Option<Runtime>,
+    #[serde(default)]
+    pub allow_incompatible: bool,
     #[serde(default)]
     pub force: bool,
 }
@@ -72,6 +75,8 @@ pub struct PackOptions {
     pub arch: Arch,
     pub ephemeral_storage_mb: u64,
     pub exclude: Vec<String>,
+    pub runtime: Runtime,
+    pub allow_incompatible: bool,
     pub force: bool,
     /// The config file that was read, if any.
     pub config: Option<PathBuf>,
@@ -93,6 +98,8 @@ impl PackOptions {
             arch: Arch::X86_64,
             ephemeral_storage_mb: DEFAULT_EPHEMERAL_STORAGE_MB,
             exclude: Vec::new(),
+            runtime: Runtime::ProvidedAl2023,
+            allow_incompatible: false,
             force: false,
             config: None,
         }
@@ -185,6 +192,11 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
         arch: args.arch.or(file.arch).unwrap_or(Arch::X86_64),
         ephemeral_storage_mb,
         exclude,
+        runtime: args
+            .runtime
+            .or(file.runtime)
+            .unwrap_or(Runtime::ProvidedAl2023),
+        allow_incompatible: args.allow_incompatible || file.allow_incompatible,
         force: args.force || file.force,
         config: config_path,
     })

@@ -7,7 +7,10 @@
 
 pub mod budget;
 pub mod cli;
+pub mod compat;
 pub mod config;
+pub mod elf;
+pub mod image;
 pub mod inspect;
 pub mod lambda_zip;
 pub mod lint;

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::budget::{self, megabytes, Budget, Verdict};
 use crate::cli::PackArgs;
+use crate::compat;
 use crate::config::{self, PackOptions, ZipKind};
 use crate::lambda_zip;
 use crate::lint::{self, Elf, Lint};
@@ -178,6 +179,18 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
         }),
     }
     lints.extend(lint::lint_tree(&entries, &elf, options.arch, entrypoint));
+    let target = compat::Target {
+        root: &options.dir,
+        entrypoint: &inside,
+        env: &launch.env,
+        runtime: options.runtime,
+        arch: options.arch,
+    };
+    let findings = compat::check(&compat::tree_from_walk(&entries, &sources), &target)?;
+    if !findings.errors.is_empty() && !options.allow_incompatible {
+        bail!("{}", findings.refusal(&target));
+    }
+    lints.extend(findings.into_warnings().into_iter().map(lint::warning));
     let errors: Vec<&Lint> = lints.iter().filter(|l| l.error).collect();
     if !errors.is_empty() && !options.force {
         let list: Vec<String> = errors.iter().map(|l| l.message.clone()).collect();
