@@ -4,15 +4,23 @@
 //! a re-init in the same sandbox (whose /tmp survives); each start's decision and time
 //! come from the line the bootstrap writes on stderr.
 //!
+//! The task root holds what Lambda puts in `/var/task` (the bootstrap, and OUT-DIR's
+//! `coldpack-*` entries beside it) and is read-only, as there; each start runs with
+//! the directories the tree names outside itself hidden ([`host`]), so that a tree
+//! that works only thanks to this machine fails here as it would on Lambda.
+//!
 //! With `--event`, each start gets a Runtime API: the test server of this repository
 //! (`tests/support/runtime_api.py`, which behaves as AWS documents), carried inside
 //! coldpack and run with python3. The event is sent once the runtime starts; after its
 //! answer the runtime is killed, as Lambda kills a runtime it re-inits.
 
+mod host;
+
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -20,10 +28,14 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use coldpack_bootstrap::cache::remove_tree;
+use coldpack_bootstrap::extract;
 use coldpack_bootstrap::payload::Payload;
 use serde_json::Value;
 
-use crate::cli::RunArgs;
+use crate::cli::{Arch, RunArgs};
+use crate::compat;
+use host::Isolation;
 
 /// The Runtime API server of the end-to-end tests.
 const RUNTIME_API_PY: &str = include_str!("../../tests/support/runtime_api.py");
@@ -68,16 +80,7 @@ pub fn cmd_run(args: &RunArgs) -> Result<()> {
     drop(payload);
 
     let scratch = Scratch::new()?;
-    let task = scratch.path.join("task");
-    let cache = scratch.path.join("tmp");
-    fs::create_dir_all(&task).and_then(|()| fs::create_dir_all(&cache))?;
-    fs::copy(&bootstrap, task.join("bootstrap"))
-        .with_context(|| format!("cannot copy {} into the task root", bootstrap.display()))?;
-    eprintln!(
-        "coldpack run: task root {} (as /var/task), cache {} (as /tmp)",
-        task.display(),
-        cache.display()
-    );
+    let place = Place::prepare(&args.target, &bootstrap, &scratch.path)?;
     let timeout = Duration::from_secs(args.timeout.max(1));
     let api = match &event {
         Some(_) => Some(RuntimeApi::start(&scratch.path, timeout)?),
@@ -87,8 +90,7 @@ pub fn cmd_run(args: &RunArgs) -> Result<()> {
     let mut failed = Vec::new();
     for (number, label) in [(1, "cold start"), (2, "re-init")] {
         let start = start(
-            &task,
-            &cache,
+            &place,
             &name,
             &args.args,
             api.as_ref(),
@@ -108,14 +110,21 @@ pub fn cmd_run(args: &RunArgs) -> Result<()> {
                 start.decision()
             ));
         }
-        if let Some(answer) = &start.answer {
-            if answer["outcome"] != "response" {
-                failed.push(format!("start {number} answered {}", answer["outcome"]));
+        match (&start.answer, start.status) {
+            (Some(answer), _) if answer["outcome"] != "response" => {
+                failed.push(format!("start {number} answered {}", answer["outcome"]))
             }
+            (None, _) if event.is_some() => {
+                failed.push(format!("start {number} did not answer the event"))
+            }
+            (_, Some(status)) if !status.success() => {
+                failed.push(format!("start {number}: the runtime exited ({status})"))
+            }
+            _ => {}
         }
     }
     if args.keep {
-        let tree = fs::read_dir(&cache)?
+        let tree = fs::read_dir(&place.cache)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.is_dir())
             .map(|p| p.display().to_string())
@@ -165,23 +174,157 @@ fn describe(start: &Start) -> String {
     text
 }
 
-/// Starts `task/bootstrap` once, as Lambda would, and waits for it to exit, to answer
+/// Where starts happen: the task root and cache directory, and how this machine is
+/// kept out of them.
+struct Place {
+    task: PathBuf,
+    cache: PathBuf,
+    isolation: Isolation,
+    /// Directories of this machine that the tree names, covered at each start.
+    hidden: Vec<PathBuf>,
+}
+
+impl Place {
+    /// Makes the task root and cache in `scratch`, deploys into the task root, reads
+    /// what the tree names outside itself, and says what will be hidden.
+    fn prepare(target: &Path, bootstrap: &Path, scratch: &Path) -> Result<Place> {
+        let task = scratch.join("task");
+        let cache = scratch.join("tmp");
+        fs::create_dir_all(&task).and_then(|()| fs::create_dir_all(&cache))?;
+        deploy(target, bootstrap, &task)?;
+        let outside = outside_paths(bootstrap, &scratch.join("scan"))?;
+        let (hidden, visible) = host::to_hide(&outside, &[&task, &cache]);
+        let isolation = Isolation::probe();
+        host::make_read_only(&task)
+            .with_context(|| format!("cannot make {} read-only", task.display()))?;
+        eprintln!(
+            "coldpack run: task root {} (as /var/task), cache {} (as /tmp)",
+            task.display(),
+            cache.display()
+        );
+        let shown = |dirs: &[PathBuf]| -> String {
+            let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            dirs.join(", ")
+        };
+        match &isolation {
+            Isolation::None(reason) => {
+                eprintln!("coldpack run: this machine is not hidden from the tree and the task root is read-only only by its mode bits, which root ignores ({reason})");
+                if !hidden.is_empty() {
+                    eprintln!("coldpack run: the tree names {} outside itself: what it finds there here, it will not find on Lambda", shown(&hidden));
+                }
+            }
+            _ if !hidden.is_empty() => eprintln!(
+                "coldpack run: hidden, as Lambda has none of it: {} (the tree names it outside itself)",
+                shown(&hidden)
+            ),
+            _ => {}
+        }
+        if !visible.is_empty() {
+            eprintln!(
+                "coldpack run: left visible, this machine needs it: {} (the tree names it outside itself)",
+                shown(&visible)
+            );
+        }
+        Ok(Place {
+            task,
+            cache,
+            isolation,
+            hidden,
+        })
+    }
+
+    fn bootstrap(&self) -> PathBuf {
+        self.task.join("bootstrap")
+    }
+}
+
+/// What Lambda puts in /var/task: the bootstrap, and OUT-DIR's `coldpack-*` entries
+/// (the part of the tree the deployment carries), with their modes and mtimes.
+fn deploy(target: &Path, bootstrap: &Path, task: &Path) -> Result<()> {
+    fs::copy(bootstrap, task.join("bootstrap"))
+        .with_context(|| format!("cannot copy {} into the task root", bootstrap.display()))?;
+    if !target.is_dir() {
+        return Ok(());
+    }
+    let listed =
+        fs::read_dir(target).with_context(|| format!("cannot list {}", target.display()))?;
+    for item in listed {
+        let item = item?;
+        if item.file_name().as_bytes().starts_with(b"coldpack-") {
+            copy_tree(&item.path(), &task.join(item.file_name())).with_context(|| {
+                format!("cannot copy {} into the task root", item.path().display())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a file, link or directory as it is: links as links, modes and mtimes kept.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(from)?;
+    if meta.file_type().is_symlink() {
+        return std::os::unix::fs::symlink(fs::read_link(from)?, to);
+    }
+    if meta.is_dir() {
+        fs::create_dir(to)?;
+        for item in fs::read_dir(from)? {
+            let item = item?;
+            copy_tree(&item.path(), &to.join(item.file_name()))?;
+        }
+    } else {
+        fs::copy(from, to)?;
+    }
+    File::open(to)?.set_modified(meta.modified()?)?;
+    fs::set_permissions(to, meta.permissions())
+}
+
+/// The paths outside itself that the packed tree names, read from a copy that the
+/// bootstrap's own code extracts into `scan` (removed afterwards).
+fn outside_paths(bootstrap: &Path, scan: &Path) -> Result<Vec<PathBuf>> {
+    let payload = Payload::open(bootstrap)?;
+    let manifest = payload.manifest()?;
+    let read = || -> Result<Vec<PathBuf>> {
+        extract::extract(&payload, &manifest, scan)?;
+        let sources: Vec<PathBuf> = manifest
+            .entries
+            .iter()
+            .map(|entry| extract::entry_path(scan, entry))
+            .collect();
+        let tree = compat::tree_from_walk(&manifest.entries, &sources);
+        Ok(compat::outside_paths(&tree, host_arch()))
+    };
+    let paths = read().context("cannot read the tree's RUNPATHs and links");
+    remove_tree(scan).with_context(|| format!("cannot remove {}", scan.display()))?;
+    paths
+}
+
+/// The machine `coldpack run` runs on, which is the only one whose trees it can start.
+fn host_arch() -> Arch {
+    if cfg!(target_arch = "aarch64") {
+        Arch::Arm64
+    } else {
+        Arch::X86_64
+    }
+}
+
+/// Starts the bootstrap once, as Lambda would, and waits for it to exit, to answer
 /// the event, or for the timeout.
 fn start(
-    task: &Path,
-    cache: &Path,
+    place: &Place,
     name: &str,
     args: &[OsString],
     api: Option<&RuntimeApi>,
     event: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Start> {
-    let mut command = Command::new(task.join("bootstrap"));
+    let mut command = place
+        .isolation
+        .command(&place.bootstrap(), &place.task, &place.hidden);
     command
         .args(args)
-        .current_dir(task)
-        .env("LAMBDA_TASK_ROOT", task)
-        .env("COLDPACK_CACHE_DIR", cache)
+        .current_dir(&place.task)
+        .env("LAMBDA_TASK_ROOT", &place.task)
+        .env("COLDPACK_CACHE_DIR", &place.cache)
         .env_remove("COLDPACK_LOG")
         .env_remove("AWS_LAMBDA_RUNTIME_API")
         .stdin(Stdio::null())
@@ -208,7 +351,7 @@ fn start(
     let started = Instant::now();
     let mut child = command
         .spawn()
-        .with_context(|| format!("cannot start {}", task.join("bootstrap").display()))?;
+        .with_context(|| format!("cannot start {}", place.bootstrap().display()))?;
     let report = relay_stderr(&mut child);
 
     let answer = match (api, event) {
@@ -386,7 +529,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         if !self.keep {
             // The extracted tree may hold read-only directories.
-            let _ = coldpack_bootstrap::cache::remove_tree(&self.path);
+            let _ = remove_tree(&self.path);
         }
     }
 }
