@@ -61,6 +61,31 @@ impl Start {
             .and_then(|r| r["decision"].as_str())
             .unwrap_or("none")
     }
+
+    /// What went wrong with start `number`: a cold start that did not extract or a
+    /// re-init that did not reuse, an event not answered, a runtime that failed.
+    fn failures(&self, number: usize, label: &str, has_event: bool) -> Vec<String> {
+        let mut failed = Vec::new();
+        if self.decision() != ["extract", "reuse"][number - 1] {
+            failed.push(format!(
+                "start {number} ({label}) decided {}",
+                self.decision()
+            ));
+        }
+        match (&self.answer, self.status) {
+            (Some(answer), _) if answer["outcome"] != "response" => {
+                failed.push(format!("start {number} answered {}", answer["outcome"]))
+            }
+            (None, _) if has_event => {
+                failed.push(format!("start {number} did not answer the event"))
+            }
+            (_, Some(status)) if !status.success() => {
+                failed.push(format!("start {number}: the runtime exited ({status})"))
+            }
+            _ => {}
+        }
+        failed
+    }
 }
 
 pub fn cmd_run(args: &RunArgs) -> Result<()> {
@@ -104,24 +129,7 @@ pub fn cmd_run(args: &RunArgs) -> Result<()> {
         if let Some(answer) = &start.answer {
             println!("{}", serde_json::to_string(&answer["payload"])?);
         }
-        if start.decision() != ["extract", "reuse"][number - 1] {
-            failed.push(format!(
-                "start {number} ({label}) decided {}",
-                start.decision()
-            ));
-        }
-        match (&start.answer, start.status) {
-            (Some(answer), _) if answer["outcome"] != "response" => {
-                failed.push(format!("start {number} answered {}", answer["outcome"]))
-            }
-            (None, _) if event.is_some() => {
-                failed.push(format!("start {number} did not answer the event"))
-            }
-            (_, Some(status)) if !status.success() => {
-                failed.push(format!("start {number}: the runtime exited ({status})"))
-            }
-            _ => {}
-        }
+        failed.extend(start.failures(number, label, event.is_some()));
     }
     if args.keep {
         let tree = fs::read_dir(&place.cache)?
