@@ -472,3 +472,54 @@ fn run_without_namespaces_says_that_this_machine_is_not_hidden() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_images_library_wins_over_the_trees_copy_unless_ld_library_path_says_otherwise() {
+    // The tree ships its own libstdc++.so.6, newer than the image's, and finds it
+    // through $ORIGIN; Lambda's LD_LIBRARY_PATH puts the image's /lib64 first.
+    let sandbox = Sandbox::new();
+    let tree = sandbox.path("runtime");
+    let lib = tree.join("lib");
+    fs::create_dir_all(&lib).unwrap();
+    let script = sandbox.path("versions.map");
+    fs::write(
+        &script,
+        "GLIBCXX_3.4.99 { global: newest_cxx; local: *; };\n",
+    )
+    .unwrap();
+    cc(
+        "int newest_cxx(void) { return 1; }\n",
+        &lib.join("libstdc++.so.6"),
+        &[
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libstdc++.so.6",
+            &format!("-Wl,--version-script={}", script.display()),
+        ],
+    );
+    cc(
+        "int newest_cxx(void);\nint main(void) { return newest_cxx() - 1; }\n",
+        &tree.join("bin/app"),
+        &[
+            &format!("-L{}", lib.display()),
+            "-l:libstdc++.so.6",
+            "-Wl,-rpath,$ORIGIN/../lib",
+            "-Wl,--enable-new-dtags",
+        ],
+    );
+    let error = refused(&try_pack(&tree, "bin/app", &sandbox.path("out"), &[]));
+    assert!(
+        error.contains("bin/app needs GLIBCXX_3.4.99 from libstdc++.so.6, but provided.al2023 has libstdc++ 3.4.33"),
+        "{error}"
+    );
+    assert!(
+        error.contains("the tree's lib/libstdc++.so.6 is not used"),
+        "{error}"
+    );
+    packed(&try_pack(
+        &tree,
+        "bin/app",
+        &sandbox.path("out"),
+        &["--env", "LD_LIBRARY_PATH={root}/lib"],
+    ));
+}

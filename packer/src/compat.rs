@@ -299,6 +299,16 @@ impl Checker<'_> {
     /// Where `name` is found along `dirs` on Lambda. Like the loader, a file that is
     /// not an object for the function's machine is passed over.
     fn find(&self, name: &[u8], dirs: &[Dir]) -> Found {
+        // A name with a slash is a path: no search, and only the image's is there.
+        if let Some(at) = name.iter().rposition(|&b| b == b'/') {
+            let (dir, file) = (&name[..at], &name[at + 1..]);
+            let in_image = absolute_dir(dir) == Dir::Image && self.image.has_library(file);
+            return if in_image {
+                Found::Image
+            } else {
+                Found::Missing
+            };
+        }
         for dir in dirs {
             match dir {
                 Dir::Tree(dir) => {
@@ -447,5 +457,33 @@ fn absolute_dir(entry: &[u8]) -> Dir {
         Dir::Image
     } else {
         Dir::Outside
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ld_library_path_is_the_recorded_one_else_lambdas() {
+        let lambda = ld_library_path(&[]);
+        assert_eq!(lambda[0], b"/var/lang/lib");
+        assert_eq!(absolute_dir(&lambda[1]), Dir::Image, "/lib64 comes early");
+        let recorded = [
+            (b"LD_LIBRARY_PATH".to_vec(), b"/old".to_vec()),
+            (
+                b"LD_LIBRARY_PATH".to_vec(),
+                b"{root}/lib::/usr/lib64/".to_vec(),
+            ),
+        ];
+        assert_eq!(
+            ld_library_path(&recorded),
+            [b"{root}/lib".to_vec(), b"/usr/lib64/".to_vec()]
+        );
+        assert_eq!(absolute_dir(b"/usr/lib64/"), Dir::Image);
+        assert_eq!(
+            absolute_dir(b"/root/.pyenv/versions/3.11.7/lib"),
+            Dir::Outside
+        );
     }
 }
