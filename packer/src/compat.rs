@@ -142,16 +142,16 @@ pub fn check(tree: &[TreeEntry], target: &Target) -> Result<Findings> {
     let mut later = Vec::new();
     let mut outside: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
     for (index, object) in tree.objects() {
-        for dir in object
-            .map(|o| checker.outside(index, o))
-            .unwrap_or_default()
-        {
-            outside.entry(dir.1.to_vec()).or_default().push(index);
+        if let Ok(object) = object {
+            for (_, dir) in checker.outside(index, object) {
+                outside.entry(dir.to_vec()).or_default().push(index);
+            }
         }
         let problems = checker.problems(index, object, &loaded);
-        match position.contains_key(&index) {
-            true => at_start.push((index, problems)),
-            false => later.extend(problems.into_iter().map(|p| (index, p))),
+        if position.contains_key(&index) {
+            at_start.push((index, problems));
+        } else {
+            later.extend(problems.into_iter().map(|p| (index, p)));
         }
     }
     at_start.sort_by_key(|(index, _)| position.get(index).copied());
