@@ -466,7 +466,7 @@ fn run_without_namespaces_says_that_this_machine_is_not_hidden() {
     );
     assert!(
         stderr.contains(&format!(
-            "the tree names {} outside itself",
+            "the tree would use {} of this machine",
             build.display()
         )),
         "{stderr}"

@@ -163,10 +163,31 @@ pub fn check(tree: &[TreeEntry], target: &Target) -> Result<Findings> {
     })
 }
 
-/// The absolute paths outside the tree that it names: the directories of its
-/// `RUNPATH`s and `RPATH`s, and the targets of its absolute symlinks. `coldpack run`
-/// hides them, so that the tree cannot use them there either.
-pub fn outside_paths(tree: &[TreeEntry], arch: Arch) -> Vec<PathBuf> {
+/// What the tree would take from this machine, which `coldpack run` hides so that the
+/// tree fails there as it would on Lambda.
+#[derive(Debug, Default)]
+pub struct HostUse {
+    /// The absolute paths outside the tree that it names: its `RUNPATH` and `RPATH`
+    /// directories, and the targets of its absolute symlinks.
+    pub paths: Vec<PathBuf>,
+    /// Libraries its objects need that no Lambda image has and that their search
+    /// path on Lambda does not reach in the tree: this machine's own copies would
+    /// otherwise stand in for them.
+    pub libraries: Vec<Vec<u8>>,
+}
+
+/// What the tree, started as `entrypoint` (a path in it) with the `env` pairs, would
+/// take from this machine.
+pub fn host_use(
+    tree: &[TreeEntry],
+    entrypoint: &[u8],
+    env: &[(Vec<u8>, Vec<u8>)],
+    arch: Arch,
+) -> Result<HostUse> {
+    let images = [
+        Image::load(Runtime::ProvidedAl2023, arch)?,
+        Image::load(Runtime::ProvidedAl2, arch)?,
+    ];
     let read = Tree::read(tree, arch);
     let mut paths: Vec<&[u8]> = read
         .objects()
@@ -181,10 +202,32 @@ pub fn outside_paths(tree: &[TreeEntry], arch: Arch) -> Vec<PathBuf> {
         .collect();
     paths.sort();
     paths.dedup();
-    paths
-        .into_iter()
-        .map(|p| PathBuf::from(OsStr::from_bytes(p)))
-        .collect()
+    let checker = Checker {
+        tree: &read,
+        image: &images[0],
+        root: b"",
+        ld_library_path: ld_library_path(env),
+        entrypoint: read.resolve(entrypoint),
+    };
+    let (_, loaded) = checker.closure();
+    let mut libraries: Vec<Vec<u8>> = read
+        .objects()
+        .flat_map(|(index, object)| checker.problems(index, object, &loaded))
+        .filter_map(|problem| match problem {
+            Problem::Missing { library, .. } => Some(library),
+            _ => None,
+        })
+        .filter(|library| !images.iter().any(|image| image.has_library(library)))
+        .collect();
+    libraries.sort();
+    libraries.dedup();
+    Ok(HostUse {
+        paths: paths
+            .into_iter()
+            .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+            .collect(),
+        libraries,
+    })
 }
 
 /// `LD_LIBRARY_PATH` as the runtime will see it.

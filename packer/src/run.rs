@@ -35,7 +35,7 @@ use serde_json::Value;
 
 use crate::cli::{Arch, RunArgs};
 use crate::compat;
-use host::Isolation;
+use host::{Hidden, Isolation};
 
 /// The Runtime API server of the end-to-end tests.
 const RUNTIME_API_PY: &str = include_str!("../../tests/support/runtime_api.py");
@@ -188,20 +188,25 @@ struct Place {
     task: PathBuf,
     cache: PathBuf,
     isolation: Isolation,
-    /// Directories of this machine that the tree names, covered at each start.
-    hidden: Vec<PathBuf>,
+    /// What of this machine each start covers.
+    hidden: Hidden,
 }
 
 impl Place {
-    /// Makes the task root and cache in `scratch`, deploys into the task root, reads
-    /// what the tree names outside itself, and says what will be hidden.
+    /// Makes the task root and cache in `scratch`, deploys into the task root, finds
+    /// what the tree would take from this machine, and says what will be hidden.
     fn prepare(target: &Path, bootstrap: &Path, scratch: &Path) -> Result<Place> {
         let task = scratch.join("task");
         let cache = scratch.join("tmp");
         fs::create_dir_all(&task).and_then(|()| fs::create_dir_all(&cache))?;
         deploy(target, bootstrap, &task)?;
-        let outside = outside_paths(bootstrap, &scratch.join("scan"))?;
-        let (hidden, visible) = host::to_hide(&outside, &[&task, &cache]);
+        let used = host_use(bootstrap, &scratch.join("scan"))?;
+        let (dirs, visible) = host::to_hide(&used.paths, &[&task, &cache]);
+        let files = host::library_files(&used.libraries, host::LIBRARY_DIRS, &dirs);
+        let empty = scratch.join("empty");
+        File::create(&empty)
+            .and_then(|_| host::make_read_only(&empty))
+            .with_context(|| format!("cannot create {}", empty.display()))?;
         let isolation = Isolation::probe();
         host::make_read_only(&task)
             .with_context(|| format!("cannot make {} read-only", task.display()))?;
@@ -210,29 +215,8 @@ impl Place {
             task.display(),
             cache.display()
         );
-        let shown = |dirs: &[PathBuf]| -> String {
-            let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-            dirs.join(", ")
-        };
-        match &isolation {
-            Isolation::None(reason) => {
-                eprintln!("coldpack run: this machine is not hidden from the tree and the task root is read-only only by its mode bits, which root ignores ({reason})");
-                if !hidden.is_empty() {
-                    eprintln!("coldpack run: the tree names {} outside itself: what it finds there here, it will not find on Lambda", shown(&hidden));
-                }
-            }
-            _ if !hidden.is_empty() => eprintln!(
-                "coldpack run: hidden, as Lambda has none of it: {} (the tree names it outside itself)",
-                shown(&hidden)
-            ),
-            _ => {}
-        }
-        if !visible.is_empty() {
-            eprintln!(
-                "coldpack run: left visible, this machine needs it: {} (the tree names it outside itself)",
-                shown(&visible)
-            );
-        }
+        let hidden = Hidden { dirs, files, empty };
+        announce(&isolation, &hidden, &visible);
         Ok(Place {
             task,
             cache,
@@ -243,6 +227,43 @@ impl Place {
 
     fn bootstrap(&self) -> PathBuf {
         self.task.join("bootstrap")
+    }
+}
+
+/// Says what each start hides, or that this machine is not hidden.
+fn announce(isolation: &Isolation, hidden: &Hidden, visible: &[PathBuf]) {
+    let shown = |paths: &[PathBuf]| -> String {
+        let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        paths.join(", ")
+    };
+    let used = [hidden.dirs.as_slice(), hidden.files.as_slice()].concat();
+    match isolation {
+        Isolation::None(reason) => {
+            eprintln!("coldpack run: this machine is not hidden from the tree and the task root is read-only only by its mode bits, which root ignores ({reason})");
+            if !used.is_empty() {
+                eprintln!("coldpack run: the tree would use {} of this machine: what it finds there here, it will not find on Lambda", shown(&used));
+            }
+        }
+        _ => {
+            if !hidden.dirs.is_empty() {
+                eprintln!(
+                    "coldpack run: hidden, as Lambda has none of it: {} (the tree names it outside itself)",
+                    shown(&hidden.dirs)
+                );
+            }
+            if !hidden.files.is_empty() {
+                eprintln!(
+                    "coldpack run: hidden, as no Lambda image has it: {} (a library the tree needs and does not reach in itself)",
+                    shown(&hidden.files)
+                );
+            }
+        }
+    }
+    if !visible.is_empty() {
+        eprintln!(
+            "coldpack run: left visible, this machine needs it: {} (the tree names it outside itself)",
+            shown(visible)
+        );
     }
 }
 
@@ -286,12 +307,13 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     fs::set_permissions(to, meta.permissions())
 }
 
-/// The paths outside itself that the packed tree names, read from a copy that the
+/// What the packed tree would take from this machine, read from a copy that the
 /// bootstrap's own code extracts into `scan` (removed afterwards).
-fn outside_paths(bootstrap: &Path, scan: &Path) -> Result<Vec<PathBuf>> {
+fn host_use(bootstrap: &Path, scan: &Path) -> Result<compat::HostUse> {
     let payload = Payload::open(bootstrap)?;
+    let launch = payload.launch()?;
     let manifest = payload.manifest()?;
-    let read = || -> Result<Vec<PathBuf>> {
+    let read = || -> Result<compat::HostUse> {
         extract::extract(&payload, &manifest, scan)?;
         let sources: Vec<PathBuf> = manifest
             .entries
@@ -299,11 +321,11 @@ fn outside_paths(bootstrap: &Path, scan: &Path) -> Result<Vec<PathBuf>> {
             .map(|entry| extract::entry_path(scan, entry))
             .collect();
         let tree = compat::tree_from_walk(&manifest.entries, &sources);
-        Ok(compat::outside_paths(&tree, host_arch()))
+        compat::host_use(&tree, &launch.entrypoint, &launch.env, host_arch())
     };
-    let paths = read().context("cannot read the tree's RUNPATHs and links");
+    let used = read().context("cannot read the tree's RUNPATHs, links and libraries");
     remove_tree(scan).with_context(|| format!("cannot remove {}", scan.display()))?;
-    paths
+    used
 }
 
 /// The machine `coldpack run` runs on, which is the only one whose trees it can start.

@@ -19,14 +19,17 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Run by `sh` inside the new mount namespace: `$1` is the task root, then the
-/// directories to cover up to `--`, then the command to exec.
+/// Run by `sh` inside the new mount namespace: `$1` is the task root, `$2` an empty
+/// file, then the directories to cover up to `--`, then the files to cover up to
+/// `--`, then the command to exec. Files come last: `mount` must still find its own
+/// libraries (all of which every Lambda image has, so none is ever covered).
 const MOUNT_SCRIPT: &str = r#"set -e
-task=$1; shift
+task=$1; empty=$2; shift 2
 while [ "$1" != -- ]; do
     mount -t tmpfs -o ro,size=4k,mode=0755 coldpack-hidden "$1" ||
         { echo "coldpack run: cannot hide $1" >&2; exit 125; }
@@ -35,8 +38,28 @@ done
 shift
 mount --bind "$task" "$task"
 mount -o remount,bind,ro "$task"
+while [ "$1" != -- ]; do
+    mount --bind "$empty" "$1" || { echo "coldpack run: cannot hide $1" >&2; exit 125; }
+    shift
+done
+shift
 exec "$@"
 "#;
+
+/// Where this machine's loader finds libraries on its own: a library the tree needs
+/// and no Lambda image has is covered here, so that the runtime cannot fall back on
+/// this machine's copy (Debian's `libpython3.11.so.1.0` for a pyenv Python, say).
+pub const LIBRARY_DIRS: &[&str] = &[
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/local/lib",
+];
 
 /// Directories of this machine that stay visible whatever the tree names: what the
 /// runtime needs to run here at all (loader, libc, shell), and the roots above them.
@@ -127,8 +150,9 @@ impl Isolation {
         }
     }
 
-    /// The command that starts `bootstrap` with `hidden` covered and `task` read-only.
-    pub fn command(&self, bootstrap: &Path, task: &Path, hidden: &[PathBuf]) -> Command {
+    /// The command that starts `bootstrap` with what `hidden` names covered and `task`
+    /// read-only.
+    pub fn command(&self, bootstrap: &Path, task: &Path, hidden: &Hidden) -> Command {
         if let Isolation::None(_) = self {
             return Command::new(bootstrap);
         }
@@ -136,12 +160,43 @@ impl Isolation {
         command
             .args(["--", "sh", "-c", MOUNT_SCRIPT, "coldpack-run"])
             .arg(task)
-            .args(hidden)
+            .arg(&hidden.empty)
+            .args(&hidden.dirs)
+            .arg("--")
+            .args(&hidden.files)
             .arg("--")
             .args(self.back_to_user())
             .arg(bootstrap);
         command
     }
+}
+
+/// What each start covers.
+#[derive(Debug, Default)]
+pub struct Hidden {
+    /// Covered with an empty read-only tmpfs.
+    pub dirs: Vec<PathBuf>,
+    /// Library files, covered with `empty`.
+    pub files: Vec<PathBuf>,
+    /// An empty read-only file.
+    pub empty: PathBuf,
+}
+
+/// This machine's copies of `libraries` in `dirs`, as real files, except those under
+/// directories already `hidden`.
+pub fn library_files(libraries: &[Vec<u8>], dirs: &[&str], hidden: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = libraries
+        .iter()
+        .flat_map(|name| {
+            dirs.iter()
+                .map(move |dir| Path::new(dir).join(std::ffi::OsStr::from_bytes(name)))
+        })
+        .filter_map(|path| fs::canonicalize(path).ok())
+        .filter(|file| file.is_file() && !hidden.iter().any(|dir| file.starts_with(dir)))
+        .collect();
+    files.sort();
+    files.dedup();
+    files
 }
 
 /// What to cover and what to leave visible of the paths the tree names outside
@@ -217,6 +272,28 @@ mod tests {
         assert!(visible.contains(&PathBuf::from("/etc")), "{visible:?}");
         assert!(visible.contains(&PathBuf::from("/usr")), "{visible:?}");
         assert!(!visible.iter().any(|v| v.starts_with("/nonexistent")));
+    }
+
+    #[test]
+    fn libraries_are_found_as_real_files_outside_hidden_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lib, hidden) = (dir.path().join("lib"), dir.path().join("hidden"));
+        fs::create_dir_all(&lib).unwrap();
+        fs::create_dir_all(&hidden).unwrap();
+        fs::write(lib.join("libx.so.1.0"), b"").unwrap();
+        std::os::unix::fs::symlink("libx.so.1.0", lib.join("libx.so.1")).unwrap();
+        fs::write(hidden.join("liby.so"), b"").unwrap();
+        let dirs = [lib.to_str().unwrap(), hidden.to_str().unwrap()];
+        let names = [
+            b"libx.so.1".to_vec(),
+            b"liby.so".to_vec(),
+            b"libz.so".to_vec(),
+        ];
+        let files = library_files(&names, &dirs, &[fs::canonicalize(&hidden).unwrap()]);
+        assert_eq!(
+            files,
+            vec![fs::canonicalize(lib.join("libx.so.1.0")).unwrap()]
+        );
     }
 
     #[test]
