@@ -545,11 +545,11 @@ fn junk_is_reported_with_what_it_costs() {
     assert!(
         warned
             .iter()
-            .any(|w| w.contains("1 __pycache__ directories cost 3.0 MB")),
+            .any(|w| w.contains("1 __pycache__ directory costs 3.0 MiB")),
         "{stderr}"
     );
     assert!(
-        warned.iter().any(|w| w.contains("1 .pyc files (1.0 MB)")
+        warned.iter().any(|w| w.contains("1 .pyc file (1.0 MiB)")
             && w.contains("lib/__pycache__/gone.cpython-311.pyc")
             && !w.contains("mod.cpython")),
         "{stderr}"
@@ -557,7 +557,7 @@ fn junk_is_reported_with_what_it_costs() {
     assert!(
         warned
             .iter()
-            .any(|w| w.contains("1 test directories cost 2.0 MB") && w.contains("lib/pkg/tests")),
+            .any(|w| w.contains("1 test directory costs 2.0 MiB") && w.contains("lib/pkg/tests")),
         "{stderr}"
     );
 }

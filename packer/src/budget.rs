@@ -5,7 +5,8 @@
 //! 250 MB unzipped for the function's code and all its layers together (Lambda's error
 //! names 262144000 bytes), 50 MB for a zip uploaded directly (larger ones go through
 //! S3), and `/tmp` of 512 MB unless the function's ephemeral storage is raised (up to
-//! 10240 MB). Lambda's "MB" is 2^20 bytes.
+//! 10240 MB). Lambda's "MB" is 2^20 bytes, a MiB: sizes are printed in MiB, and the
+//! limits with them.
 
 use std::fmt;
 
@@ -60,9 +61,14 @@ impl fmt::Display for Budget {
     }
 }
 
-/// Bytes as Lambda counts them: its "MB" is 2^20 bytes, a mebibyte.
+/// A size for people, in MiB (2^20 bytes), which is what Lambda calls MB.
 pub fn mebibytes(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MB as f64)
+}
+
+/// `count` with its noun: "1 symlink", "2 symlinks".
+pub fn counted(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 /// What the output takes, where Lambda counts it.

@@ -139,6 +139,15 @@ pub struct PackArgs {
     /// file's. Globs as for --exclude.
     #[arg(long = "keep-in-tmp", value_name = "GLOB")]
     pub keep_in_tmp: Vec<String>,
+    /// The Lambda runtime the function uses: the tree's ELF files are checked against
+    /// that image's glibc, libstdc++ and libraries [default: provided.al2023].
+    #[arg(long, value_enum)]
+    pub runtime: Option<Runtime>,
+
+    /// Pack even when the entrypoint or a library it loads at start cannot load on
+    /// --runtime (a glibc too new, a library missing); the findings become warnings.
+    #[arg(long)]
+    pub allow_incompatible: bool,
 
     /// Write the output even when it exceeds a hard Lambda limit or its entrypoint is
     /// built for another architecture.
@@ -161,6 +170,26 @@ pub enum Arch {
     #[value(name = "x86_64")]
     X86_64,
     Arm64,
+}
+
+/// The OS-only Lambda runtime a function runs on, as Lambda names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+pub enum Runtime {
+    #[value(name = "provided.al2023")]
+    #[serde(rename = "provided.al2023")]
+    ProvidedAl2023,
+    #[value(name = "provided.al2")]
+    #[serde(rename = "provided.al2")]
+    ProvidedAl2,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::ProvidedAl2023 => "provided.al2023",
+            Runtime::ProvidedAl2 => "provided.al2",
+        }
+    }
 }
 
 #[derive(Debug, Args)]

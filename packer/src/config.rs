@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{Arch, PackArgs};
+use crate::cli::{Arch, PackArgs, Runtime};
 
 pub const FILE_NAME: &str = "coldpack.toml";
 pub const DEFAULT_LEVEL: i32 = 19;
@@ -51,6 +51,9 @@ pub struct ConfigFile {
     pub task_budget: Option<toml::Value>,
     #[serde(default, alias = "keep_in_tmp")]
     pub keep_in_tmp: Vec<String>,
+    pub runtime: Option<Runtime>,
+    #[serde(default)]
+    pub allow_incompatible: bool,
     #[serde(default)]
     pub force: bool,
 }
@@ -82,6 +85,8 @@ pub struct PackOptions {
     /// Bytes of code storage coldpack may fill.
     pub task_budget: u64,
     pub keep_in_tmp: Vec<String>,
+    pub runtime: Runtime,
+    pub allow_incompatible: bool,
     pub force: bool,
     /// The config file that was read, if any.
     pub config: Option<PathBuf>,
@@ -105,6 +110,8 @@ impl PackOptions {
             exclude: Vec::new(),
             task_budget: DEFAULT_TASK_BUDGET,
             keep_in_tmp: Vec::new(),
+            runtime: Runtime::ProvidedAl2023,
+            allow_incompatible: false,
             force: false,
             config: None,
         }
@@ -217,6 +224,11 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
         exclude,
         task_budget,
         keep_in_tmp,
+        runtime: args
+            .runtime
+            .or(file.runtime)
+            .unwrap_or(Runtime::ProvidedAl2023),
+        allow_incompatible: args.allow_incompatible || file.allow_incompatible,
         force: args.force || file.force,
         config: config_path,
     })

@@ -8,9 +8,12 @@
 
 pub mod budget;
 pub mod cli;
+pub mod compat;
 pub mod compress;
 pub mod config;
+pub mod elf;
 pub mod head;
+pub mod image;
 pub mod inspect;
 pub mod lambda_zip;
 pub mod lint;

@@ -8,6 +8,7 @@ use std::fmt;
 
 use coldpack_bootstrap::manifest::{Entry, EntryKind};
 
+use crate::budget::{counted, mebibytes};
 use crate::cli::Arch;
 
 /// `e_machine` values, from the System V ABI.
@@ -79,7 +80,7 @@ impl fmt::Display for Lint {
     }
 }
 
-fn warning(message: String) -> Lint {
+pub fn warning(message: String) -> Lint {
     Lint {
         error: false,
         message,
@@ -87,7 +88,7 @@ fn warning(message: String) -> Lint {
 }
 
 /// Paths as a short list: the first few, then a count.
-fn listed(paths: &[String]) -> String {
+pub fn listed(paths: &[String]) -> String {
     let mut shown = paths
         .iter()
         .take(SHOWN)
@@ -100,7 +101,7 @@ fn listed(paths: &[String]) -> String {
     shown
 }
 
-fn text(path: &[u8]) -> String {
+pub fn text(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
@@ -142,8 +143,8 @@ pub fn lint_tree(
     }
     for (machine, paths) in by_machine {
         lints.push(warning(format!(
-            "{} ELF files are built for {}, not {} (--arch); they will not load: {}",
-            paths.len(),
+            "{} built for {}, not {} (--arch); they will not load: {}",
+            counted(paths.len(), "ELF file is", "ELF files are"),
             machine_name(machine),
             arch.as_str(),
             listed(&paths)
@@ -164,60 +165,44 @@ pub fn lint_tree(
     }
     if !absolute.is_empty() {
         lints.push(warning(format!(
-            "{} symlinks are absolute: on Lambda they resolve against the Lambda image, not the tree: {}",
-            absolute.len(),
+            "{} absolute: on Lambda they resolve against the Lambda image, not the tree: {}",
+            counted(absolute.len(), "symlink is", "symlinks are"),
             listed(&absolute)
         )));
     }
     if !escaping.is_empty() {
         lints.push(warning(format!(
-            "{} symlinks point outside the tree: on Lambda they resolve next to the cache directory, not to what they name here: {}",
-            escaping.len(),
+            "{} outside the tree: on Lambda they resolve next to the cache directory, not to what they name here: {}",
+            counted(escaping.len(), "symlink points", "symlinks point"),
             listed(&escaping)
         )));
     }
 
-    let locked: Vec<String> = entries
-        .iter()
-        .filter(|e| match e.kind {
-            EntryKind::File { .. } => e.mode & 0o400 == 0,
-            EntryKind::Dir => e.mode & 0o500 != 0o500,
-            _ => false,
-        })
-        .map(|e| format!("{} (mode {:o})", text(&e.path), e.mode))
-        .collect();
-    if !locked.is_empty() {
-        lints.push(warning(format!(
-            "{} entries deny their owner reading: the runtime owns its extracted copy and cannot read them: {}",
-            locked.len(),
-            listed(&locked)
-        )));
-    }
-
     lints.extend(junk(entries));
+    lints.extend(build_only(entries));
     lints
 }
 
 /// Whether `target`, read from the directory holding `link`, climbs above the root.
 fn escapes(link: &[u8], target: &[u8]) -> bool {
-    let mut depth = link.iter().filter(|&&b| b == b'/').count() as isize;
-    for part in target.split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return true;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    false
+    let dir = link
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(&[][..], |at| &link[..at]);
+    climbs_out(&[dir, b"/", target].concat())
 }
 
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
+/// Whether a path inside the tree climbs above its root with `..`.
+pub fn climbs_out(path: &[u8]) -> bool {
+    let mut depth = 0isize;
+    path.split(|&b| b == b'/').any(|part| {
+        depth += match part {
+            b"" | b"." => 0,
+            b".." => -1,
+            _ => 1,
+        };
+        depth < 0
+    })
 }
 
 /// `__pycache__` directories, bytecode whose source is missing, and test directories,
@@ -280,15 +265,16 @@ fn junk(entries: &[Entry]) -> Vec<Lint> {
     let mut lints = Vec::new();
     if pycache_dirs > 0 {
         lints.push(warning(format!(
-            "{pycache_dirs} __pycache__ directories cost {}: to leave them out, --exclude __pycache__ (Python then compiles what it imports at the first start) and set --env PYTHONPYCACHEPREFIX=/tmp/pycache, so that Python does not write into the copy the bootstrap checks",
-            megabytes(pycache_bytes)
+            "{} {}: to leave them out, --exclude __pycache__ (Python then compiles what it imports at the first start) and set --env PYTHONPYCACHEPREFIX=/tmp/pycache, so that Python does not write into the copy the bootstrap checks",
+            counted(pycache_dirs, "__pycache__ directory costs", "__pycache__ directories cost"),
+            mebibytes(pycache_bytes)
         )));
     }
     if !stale.is_empty() {
         lints.push(warning(format!(
-            "{} .pyc files ({}) have no .py source next to them: stale bytecode, or a sourceless install on purpose: {}",
-            stale.len(),
-            megabytes(stale_bytes),
+            "{} ({}) with no .py source beside: stale bytecode, or a sourceless install on purpose: {}",
+            counted(stale.len(), ".pyc file", ".pyc files"),
+            mebibytes(stale_bytes),
             listed(&stale)
         )));
     }
@@ -296,13 +282,81 @@ fn junk(entries: &[Entry]) -> Vec<Lint> {
         let total: u64 = test_dirs.values().sum();
         let named: Vec<String> = test_dirs
             .iter()
-            .map(|(dir, bytes)| format!("{} ({})", text(dir), megabytes(*bytes)))
+            .map(|(dir, bytes)| format!("{} ({})", text(dir), mebibytes(*bytes)))
             .collect();
         lints.push(warning(format!(
-            "{} test directories cost {}: --exclude them if the runtime does not need them: {}",
-            test_dirs.len(),
-            megabytes(total),
+            "{} {}: --exclude them if the runtime does not need them: {}",
+            counted(
+                test_dirs.len(),
+                "test directory costs",
+                "test directories cost"
+            ),
+            mebibytes(total),
             listed(&named)
+        )));
+    }
+    lints
+}
+
+/// What only a build uses, with what it costs: static libraries and object files at
+/// any depth (CPython's 45 MB `lib/python3.11/config-3.11-*/libpython3.11.a`), and C
+/// headers in a top-level `include/`. The suggested globs are the ones that match them.
+fn build_only(entries: &[Entry]) -> Vec<Lint> {
+    let mut archives: Vec<(u64, &[u8])> = Vec::new();
+    let mut suffixes: Vec<&str> = Vec::new();
+    let mut headers: Option<u64> = None;
+    for entry in entries {
+        let name = entry
+            .path
+            .rsplit(|&b| b == b'/')
+            .next()
+            .unwrap_or(&entry.path);
+        if let EntryKind::File { size } = entry.kind {
+            for suffix in ["a", "o"] {
+                if name.len() > 2 && name.ends_with(format!(".{suffix}").as_bytes()) {
+                    archives.push((size, &entry.path));
+                    if !suffixes.contains(&suffix) {
+                        suffixes.push(suffix);
+                    }
+                }
+            }
+        }
+        if entry.path == b"include" && entry.kind == EntryKind::Dir {
+            headers = Some(0);
+        } else if let (Some(bytes), true) = (headers.as_mut(), entry.path.starts_with(b"include/"))
+        {
+            *bytes += entry.file_size();
+        }
+    }
+    let mut lints = Vec::new();
+    if !archives.is_empty() {
+        archives.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let total: u64 = archives.iter().map(|(size, _)| size).sum();
+        let named: Vec<String> = archives
+            .iter()
+            .map(|(size, path)| format!("{} ({})", text(path), mebibytes(*size)))
+            .collect();
+        suffixes.sort_unstable();
+        let globs: Vec<String> = suffixes
+            .iter()
+            .map(|s| format!("--exclude '*.{s}'"))
+            .collect();
+        lints.push(warning(format!(
+            "{} {}, which only a build links: {}: {}",
+            counted(
+                archives.len(),
+                "static library or object file costs",
+                "static libraries and object files cost"
+            ),
+            mebibytes(total),
+            globs.join(" "),
+            listed(&named)
+        )));
+    }
+    if let Some(bytes) = headers.filter(|&b| b > 0) {
+        lints.push(warning(format!(
+            "include/ holds {} of C headers, which only a build reads: --exclude /include",
+            mebibytes(bytes)
         )));
     }
     lints
@@ -367,5 +421,27 @@ pub fn timestamp_pycs(
             found.len(),
             listed(&found)
         ))
+    })
+}
+
+/// Entries their owner cannot read (files) or search (directories): the runtime owns
+/// its extracted copy and could not use them, nor could the bootstrap check or remove
+/// them, so the pack refuses them whatever `--force` says.
+pub fn owner_locked(entries: &[Entry]) -> Option<String> {
+    let locked: Vec<String> = entries
+        .iter()
+        .filter(|e| match e.kind {
+            EntryKind::File { .. } => e.mode & 0o400 == 0,
+            EntryKind::Dir => e.mode & 0o500 != 0o500,
+            _ => false,
+        })
+        .map(|e| format!("{} (mode {:o})", text(&e.path), e.mode))
+        .collect();
+    (!locked.is_empty()).then(|| {
+        format!(
+            "{} reading or searching: the runtime could not use them nor the bootstrap check them: {}; chmod u+r files and u+rx directories",
+            counted(locked.len(), "entry denies its owner", "entries deny their owner"),
+            listed(&locked)
+        )
     })
 }

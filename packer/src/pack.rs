@@ -25,8 +25,9 @@ use coldpack_bootstrap::payload::{self, deflate_section, sha256, Assembly, Secti
 use coldpack_bootstrap::space::Need;
 use coldpack_bootstrap::task::{self, TaskIndex};
 
-use crate::budget::{self, mebibytes, Budget, Sizes, Verdict};
+use crate::budget::{self, counted, mebibytes, Budget, Sizes, Verdict};
 use crate::cli::PackArgs;
+use crate::compat;
 use crate::compress;
 use crate::config::{self, PackOptions, ZipKind};
 use crate::head::{self, Head};
@@ -72,26 +73,22 @@ pub struct Packed {
     pub warnings: Vec<String>,
 }
 
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// Counts of entries by kind, as a phrase.
 pub fn kinds(entries: &[Entry]) -> String {
     let count = |f: fn(&EntryKind) -> bool| entries.iter().filter(|e| f(&e.kind)).count();
     [
-        plural(
+        counted(
             count(|k| matches!(k, EntryKind::File { .. })),
             "file",
             "files",
         ),
-        plural(count(|k| *k == EntryKind::Dir), "directory", "directories"),
-        plural(
+        counted(count(|k| *k == EntryKind::Dir), "directory", "directories"),
+        counted(
             count(|k| matches!(k, EntryKind::Symlink { .. })),
             "symlink",
             "symlinks",
         ),
-        plural(
+        counted(
             count(|k| matches!(k, EntryKind::Hardlink { .. })),
             "hardlink",
             "hardlinks",
@@ -121,7 +118,7 @@ impl Packed {
             "  payload   {} -> {}, {} at zstd level {}\n  bootstrap {} bytes: stock bootstrap {} + payload {}\n",
             mebibytes(extracted_bytes),
             mebibytes(bytes_out),
-            plural(self.manifest.chunks.len(), "chunk", "chunks"),
+            counted(self.manifest.chunks.len(), "chunk", "chunks"),
             self.level,
             self.file_len(),
             self.bootstrap_len,
@@ -148,7 +145,7 @@ pub fn split_lines(packed: &Packed, extracted: usize, extracted_bytes: u64) -> S
     let kept = match &packed.task_dir {
         Some(dir) => format!(
             "  kept      {} ({}) in the deployment, {}/: about {} ms less per cold start\n",
-            plural(packed.task.entries.len(), "entry", "entries"),
+            counted(packed.task.entries.len(), "entry", "entries"),
             mebibytes(packed.task.bytes()),
             dir.file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
@@ -161,7 +158,7 @@ pub fn split_lines(packed: &Packed, extracted: usize, extracted_bytes: u64) -> S
     } else {
         format!(
             "  extracted {} ({}) into /tmp at a cold start\n",
-            plural(extracted, "entry", "entries"),
+            counted(extracted, "entry", "entries"),
             mebibytes(extracted_bytes)
         )
     };
@@ -193,7 +190,7 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
             )
         })?;
     let heads = head::read_heads(&walked.entries, &walked.sources)?;
-    let warnings = lint(options, &walked, &heads, &stock, entrypoint)?;
+    let warnings = lint(options, &launch, &walked, &heads, &stock, entrypoint)?;
     let rules = Rules {
         budget: options.task_budget,
         keep_in_tmp: &keep_in_tmp,
@@ -352,9 +349,9 @@ fn build(
     let manifest_z = deflate_section(&raw, level)?;
     let manifest = Manifest::decode(raw).map_err(|e| anyhow!("the tree cannot be packed: {e}"))?;
     stage.finish(format!(
-        "compressed {} into {} chunks of {}",
+        "compressed {} into {} of {}",
         mebibytes(total),
-        frames.len(),
+        counted(frames.len(), "chunk", "chunks"),
         mebibytes(frames.iter().map(|f| f.len() as u64).sum())
     ));
     Ok(Built {
@@ -410,27 +407,14 @@ fn write_output(
 /// the bootstrap could neither check nor remove such a tree.
 fn lint(
     options: &PackOptions,
+    launch: &Launch,
     walked: &Walked,
     heads: &[Head],
     stock: &[u8],
     entrypoint: usize,
 ) -> Result<Vec<String>> {
-    let locked: Vec<String> = walked
-        .entries
-        .iter()
-        .filter(|e| match e.kind {
-            EntryKind::File { .. } => e.mode & 0o400 == 0,
-            EntryKind::Dir => e.mode & 0o500 != 0o500,
-            _ => false,
-        })
-        .take(10)
-        .map(|e| format!("{} (mode {:o})", String::from_utf8_lossy(&e.path), e.mode))
-        .collect();
-    if !locked.is_empty() {
-        bail!(
-            "entries deny their owner reading or searching them, so the runtime could not use them nor the bootstrap check them: {}; chmod u+r files and u+rx directories",
-            locked.join(", ")
-        );
+    if let Some(refusal) = lint::owner_locked(&walked.entries) {
+        bail!("{refusal}");
     }
     let elf: Vec<Option<Elf>> = heads.iter().map(|h| h.elf).collect();
     let mut lints = Vec::new();
@@ -456,6 +440,19 @@ fn lint(
         options.arch,
         Some(entrypoint),
     ));
+    let target = compat::Target {
+        root: &options.dir,
+        entrypoint: &walked.entries[entrypoint].path,
+        env: &launch.env,
+        runtime: options.runtime,
+        arch: options.arch,
+    };
+    let tree = compat::tree_from_walk(&walked.entries, &walked.sources);
+    let findings = compat::check(&tree, &target)?;
+    if !findings.errors.is_empty() && !options.allow_incompatible {
+        bail!("{}", findings.refusal(&target));
+    }
+    lints.extend(findings.into_warnings().into_iter().map(lint::warning));
     let errors: Vec<&Lint> = lints.iter().filter(|l| l.error).collect();
     if !errors.is_empty() && !options.force {
         let list: Vec<String> = errors.iter().map(|l| l.message.clone()).collect();
