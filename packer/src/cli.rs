@@ -23,7 +23,7 @@ pub enum Command {
     /// Pack DIR into OUT-DIR/bootstrap (and, with --zip or --layer, a zip ready to
     /// upload), check it against Lambda's size limits and lint the tree.
     #[command(after_help = PACK_AFTER_HELP)]
-    Pack(PackArgs),
+    Pack(Box<PackArgs>),
     /// Start a packed bootstrap locally as Lambda would: a cold start into an empty
     /// cache directory, then a re-init that reuses the copy; prints what each start
     /// decided and how long it took.

@@ -366,38 +366,6 @@ fn is_test_dir(name: &[u8]) -> bool {
     matches!(name, b"test" | b"tests")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escaping_links_are_told_from_inner_ones() {
-        assert!(!escapes(b"bin/python", b"python3.11"));
-        assert!(!escapes(b"bin/python", b"../lib/x"));
-        assert!(escapes(b"bin/python", b"../../x"));
-        assert!(escapes(b"top", b"../x"));
-        assert!(!escapes(b"a/b/c", b"../../d/./e"));
-    }
-
-    #[test]
-    fn elf_header_names_its_machine() {
-        let mut head = vec![0u8; 64];
-        head[..4].copy_from_slice(b"\x7fELF");
-        head[5] = 1;
-        head[16] = 3;
-        head[18..20].copy_from_slice(&EM_AARCH64.to_le_bytes());
-        assert_eq!(
-            Elf::parse(&head),
-            Some(Elf {
-                machine: EM_AARCH64
-            })
-        );
-        head[16] = 1; // a relocatable object is never loaded
-        assert_eq!(Elf::parse(&head), None);
-        assert_eq!(Elf::parse(b"#!/bin/sh\n"), None);
-    }
-}
-
 /// Timestamp-checked `.pyc` files kept in the deployment. Python compares such a file
 /// with its source's mtime to the second, and nothing says Lambda keeps a zip's mtimes
 /// that precisely (a zip's own times have a 2-second grain): where they differ, Python
@@ -444,4 +412,36 @@ pub fn owner_locked(entries: &[Entry]) -> Option<String> {
             listed(&locked)
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_links_are_told_from_inner_ones() {
+        assert!(!escapes(b"bin/python", b"python3.11"));
+        assert!(!escapes(b"bin/python", b"../lib/x"));
+        assert!(escapes(b"bin/python", b"../../x"));
+        assert!(escapes(b"top", b"../x"));
+        assert!(!escapes(b"a/b/c", b"../../d/./e"));
+    }
+
+    #[test]
+    fn elf_header_names_its_machine() {
+        let mut head = vec![0u8; 64];
+        head[..4].copy_from_slice(b"\x7fELF");
+        head[5] = 1;
+        head[16] = 3;
+        head[18..20].copy_from_slice(&EM_AARCH64.to_le_bytes());
+        assert_eq!(
+            Elf::parse(&head),
+            Some(Elf {
+                machine: EM_AARCH64
+            })
+        );
+        head[16] = 1; // a relocatable object is never loaded
+        assert_eq!(Elf::parse(&head), None);
+        assert_eq!(Elf::parse(b"#!/bin/sh\n"), None);
+    }
 }

@@ -247,7 +247,6 @@ fn assemble_and_write(
         .map(|b| b.to_string())
         .collect();
     let (id, payload_len) = (assembly.id, assembly.payload_len());
-    drop(assembly);
     Ok(Packed {
         path: written.path,
         walked: Vec::new(),
