@@ -3,17 +3,51 @@
 //!
 //! Manifest order visits directory after directory, and consecutive directories share
 //! most of their path, so a thread that keeps its path open opens each directory about
-//! once. Extraction makes a directory the first time a thread needs it (owner-only,
-//! so nothing blocks its children until the tree is finished); the warm check only
-//! opens. No link is ever followed below the cache directory.
+//! once. Extraction makes a directory the first time a thread needs it (see [`Made`]);
+//! the warm check only opens. No link is ever followed below the cache directory.
 
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 
 use crate::manifest::Manifest;
 use crate::sys;
+
+/// Which directories of a tree being extracted exist, shared by its threads. A fresh
+/// staging directory has none, so a directory is made before it is opened (no failed
+/// lookup first); a resumed one may have any, so it is opened first. A directory is
+/// made with its final mode when that lets its owner write and search it (so closing
+/// it needs no `chmod`), owner-only otherwise, so that nothing blocks its children
+/// until the tree is finished.
+pub struct Made {
+    made: Vec<AtomicBool>,
+    fresh: bool,
+}
+
+impl Made {
+    pub fn new(manifest: &Manifest, fresh: bool) -> Made {
+        let made = (0..manifest.len())
+            .map(|i| AtomicBool::new(i == 0))
+            .collect();
+        Made { made, fresh }
+    }
+
+    pub fn contains(&self, dir: usize) -> bool {
+        self.made[dir].load(Ordering::Relaxed)
+    }
+
+    /// The mode a directory is made with.
+    pub fn mode(manifest: &Manifest, dir: usize) -> u32 {
+        let mode = manifest.mode(dir);
+        if mode & 0o700 == 0o700 {
+            mode
+        } else {
+            0o700
+        }
+    }
+}
 
 pub struct Cursor<'a> {
     manifest: &'a Manifest,
@@ -21,19 +55,24 @@ pub struct Cursor<'a> {
     /// tree is extracted).
     base: &'a File,
     root_name: &'a [u8],
-    /// Make directories that are not there yet.
-    make: bool,
+    /// Where directories that are not there yet are made; `None` only opens.
+    made: Option<&'a Made>,
     open: Vec<(usize, File)>,
     chain: Vec<usize>,
 }
 
 impl<'a> Cursor<'a> {
-    pub fn new(manifest: &'a Manifest, base: &'a File, root_name: &'a [u8], make: bool) -> Self {
+    pub fn new(
+        manifest: &'a Manifest,
+        base: &'a File,
+        root_name: &'a [u8],
+        made: Option<&'a Made>,
+    ) -> Self {
         Cursor {
             manifest,
             base,
             root_name,
-            make,
+            made,
             open: Vec::new(),
             chain: Vec::new(),
         }
@@ -75,15 +114,27 @@ impl<'a> Cursor<'a> {
 
     fn open_child(&self, parent: &File, dir: usize) -> io::Result<File> {
         let name = self.manifest.name(dir);
-        match sys::open_dir(parent, name) {
-            Err(e) if self.make && e.raw_os_error() == Some(Errno::ENOENT as i32) => {
-                match sys::make_dir(parent, name, 0o700) {
-                    Err(e) if e.raw_os_error() != Some(Errno::EEXIST as i32) => return Err(e),
-                    _ => {}
-                }
-                sys::open_dir(parent, name)
+        let Some(made) = self.made.filter(|made| !made.contains(dir)) else {
+            return sys::open_dir(parent, name);
+        };
+        let exists = |e: &io::Error| e.raw_os_error() == Some(Errno::EEXIST as i32);
+        let opened = if made.fresh {
+            match sys::make_dir(parent, name, Made::mode(self.manifest, dir)) {
+                Err(e) if !exists(&e) => return Err(e),
+                _ => sys::open_dir(parent, name)?,
             }
-            other => other,
-        }
+        } else {
+            match sys::open_dir(parent, name) {
+                Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => {
+                    match sys::make_dir(parent, name, Made::mode(self.manifest, dir)) {
+                        Err(e) if !exists(&e) => return Err(e),
+                        _ => sys::open_dir(parent, name)?,
+                    }
+                }
+                other => other?,
+            }
+        };
+        made.made[dir].store(true, Ordering::Relaxed);
+        Ok(opened)
     }
 }

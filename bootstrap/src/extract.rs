@@ -25,9 +25,9 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::chunk::{self, Decoder, Sink, THREAD_MEMORY};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, Made};
 use crate::error::{Error, ErrorKind, Result};
-use crate::manifest::{Kind, Manifest, Piece};
+use crate::manifest::{Kind, Manifest, Mtime, Piece};
 use crate::parallel;
 use crate::payload::Payload;
 use crate::staging::Staging;
@@ -66,73 +66,141 @@ pub fn extract(
     staging: &Staging,
     task_dir: &[u8],
 ) -> Result<Stats> {
-    let root = staging.name.as_bytes();
+    let tree = Tree {
+        manifest,
+        staging,
+        made: Made::new(manifest, !staging.resumed),
+    };
     if staging.closing {
         // A killed start had begun closing directories: open them again for writing.
-        each_entry(manifest, staging, |cursor, index| {
-            if manifest.kind(index) == Kind::Dir {
-                set_dir(manifest, cursor, index, root, 0o700, None)?;
-            }
-            Ok(())
-        })?;
+        tree.each_entry(|cursor, index| tree.set_dir(cursor, index, Some(0o700), None))?;
     }
-    let plan = manifest.plan();
-    let starts = manifest.chunk_starts();
-    let threads = threads(manifest);
-    let resumed = AtomicUsize::new(0);
-    parallel::run(
-        manifest.chunks.len(),
-        threads,
-        || {
-            Ok((
-                Cursor::new(manifest, &staging.cache_dir, root, true),
-                Decoder::new()?,
-            ))
-        },
-        |index, (cursor, decoder)| {
-            let pieces = plan.chunk(index);
-            if staging.done[index] && intact(manifest, cursor, pieces) {
-                resumed.fetch_add(1, Ordering::Relaxed);
+    let (threads, resumed) = tree.write_chunks(payload)?;
+    tree.finish_entries(task_dir)?;
+    staging.closing()?;
+    tree.close_dirs()?;
+    Ok(Stats { threads, resumed })
+}
+
+/// A tree being extracted into staging.
+struct Tree<'a> {
+    manifest: &'a Manifest,
+    staging: &'a Staging,
+    made: Made,
+}
+
+impl Tree<'_> {
+    fn cursor(&self) -> Cursor<'_> {
+        let root = self.staging.name.as_bytes();
+        Cursor::new(
+            self.manifest,
+            &self.staging.cache_dir,
+            root,
+            Some(&self.made),
+        )
+    }
+
+    /// Decodes every chunk not already written and writes its pieces, on every core;
+    /// returns the threads used and the chunks kept from a killed start.
+    fn write_chunks(&self, payload: &Payload) -> Result<(usize, usize)> {
+        let (manifest, staging) = (self.manifest, self.staging);
+        let plan = manifest.plan();
+        let starts = manifest.chunk_starts();
+        let threads = threads(manifest);
+        let resumed = AtomicUsize::new(0);
+        parallel::run(
+            manifest.chunks.len(),
+            threads,
+            || Ok((self.cursor(), Decoder::new()?)),
+            |index, (cursor, decoder)| {
+                let pieces = plan.chunk(index);
+                if staging.done[index] && intact(manifest, cursor, pieces) {
+                    resumed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                let mut writer = Writer {
+                    manifest,
+                    cursor,
+                    replace: staging.resumed,
+                    file: None,
+                };
+                let start = starts[index];
+                chunk::read_pieces(
+                    payload,
+                    manifest,
+                    index,
+                    start,
+                    pieces,
+                    decoder,
+                    &mut writer,
+                )?;
+                staging.chunk_done(index)
+            },
+        )?;
+        Ok((threads, resumed.into_inner()))
+    }
+
+    /// Gives every directory its mtime, last, and its mode where it was not made with
+    /// it (or where a killed start may have changed it).
+    fn close_dirs(&self) -> Result<()> {
+        let manifest = self.manifest;
+        self.each_entry(|cursor, index| {
+            if manifest.kind(index) != Kind::Dir {
                 return Ok(());
             }
-            let mut writer = Writer {
-                manifest,
-                cursor,
-                replace: staging.resumed,
-                file: None,
-            };
-            chunk::read_pieces(
-                payload,
-                manifest,
-                index,
-                starts[index],
-                pieces,
-                decoder,
-                &mut writer,
-            )?;
-            staging.chunk_done(index)
-        },
-    )?;
-    finish_entries(manifest, staging, &plan.split_files(), task_dir)?;
-    staging.closing()?;
-    each_entry(manifest, staging, |cursor, index| {
-        if manifest.kind(index) == Kind::Dir {
+            // Staging itself was made under the process's umask.
             let mode = manifest.mode(index);
-            set_dir(
-                manifest,
+            let chmod = index == 0 || self.staging.resumed || Made::mode(manifest, index) != mode;
+            self.set_dir(
                 cursor,
                 index,
-                root,
-                mode,
+                chmod.then_some(mode),
                 Some(manifest.mtime(index)),
-            )?;
-        }
-        Ok(())
-    })?;
-    Ok(Stats {
-        threads,
-        resumed: resumed.into_inner(),
-    })
+            )
+        })
+    }
+
+    /// Gives directory `index` a mode and an mtime, either or both. The root is
+    /// reached from the cache directory by the staging name.
+    fn set_dir(
+        &self,
+        cursor: &mut Cursor,
+        index: usize,
+        mode: Option<u32>,
+        mtime: Option<Mtime>,
+    ) -> Result<()> {
+        let apply = |at: &File, name: &[u8]| {
+            if let Some(mode) = mode {
+                sys::chmod_at(at, name, mode)?;
+            }
+            match mtime {
+                Some(mtime) => sys::set_times_at(at, name, mtime),
+                None => Ok(()),
+            }
+        };
+        let done = if index == 0 {
+            apply(cursor.base(), self.staging.name.as_bytes())
+        } else {
+            cursor
+                .dir(self.manifest.parent(index))
+                .and_then(|parent| apply(parent, self.manifest.name(index)))
+        };
+        done.map_err(|e| failed(self.manifest, "cannot set mode and mtime of", index, e))
+    }
+
+    /// Runs `work(cursor, index)` for every entry, in batches spread over every core.
+    fn each_entry(&self, work: impl Fn(&mut Cursor, usize) -> Result<()> + Sync) -> Result<()> {
+        let count = self.manifest.len();
+        let jobs = count.div_ceil(BATCH);
+        parallel::run(
+            jobs,
+            parallel::threads_for(jobs, usize::MAX),
+            || Ok(self.cursor()),
+            |job, cursor| {
+                (job * BATCH..count.min((job + 1) * BATCH)).try_for_each(|i| work(cursor, i))
+            },
+        )
+    }
 }
 
 /// Whether the pieces a killed start recorded as written still look as the manifest
@@ -216,23 +284,32 @@ impl Sink for Writer<'_, '_> {
     }
 }
 
-/// Everything no chunk carries, then the hardlinks, which need their files.
-fn finish_entries(
-    manifest: &Manifest,
-    staging: &Staging,
-    split: &[usize],
-    task_dir: &[u8],
-) -> Result<()> {
-    let replace = staging.resumed;
-    each_entry(manifest, staging, |cursor, index| {
+impl Tree<'_> {
+    /// Everything no chunk carries, then the hardlinks, which need their files.
+    fn finish_entries(&self, task_dir: &[u8]) -> Result<()> {
+        let split = self.manifest.plan().split_files();
+        self.each_entry(|cursor, index| self.finish_entry(cursor, index, &split, task_dir))?;
+        self.each_entry(|cursor, index| self.link_hardlink(cursor, index))
+    }
+
+    /// Makes entry `index` if no chunk made it, or gives a split file its metadata.
+    fn finish_entry(
+        &self,
+        cursor: &mut Cursor,
+        index: usize,
+        split: &[usize],
+        task_dir: &[u8],
+    ) -> Result<()> {
+        let manifest = self.manifest;
+        let fail = |what: &str, e| failed(manifest, what, index, e);
         let kind = manifest.kind(index);
         if kind == Kind::Dir {
-            cursor
-                .dir(index)
-                .map_err(|e| failed(manifest, "cannot create", index, e))?;
+            // Most were made for the files they hold.
+            if !self.made.contains(index) {
+                cursor.dir(index).map_err(|e| fail("cannot create", e))?;
+            }
             return Ok(());
         }
-        let fail = |what: &str, e| failed(manifest, what, index, e);
         let dir = cursor
             .dir(manifest.parent(index))
             .map_err(|e| fail("cannot create the directory of", e))?;
@@ -241,88 +318,51 @@ fn finish_entries(
             Kind::Symlink => manifest.link_target(index).to_vec(),
             Kind::TaskDir | Kind::TaskFile => [task_dir, b"/", &manifest.path(index)].concat(),
             Kind::File if manifest.size(index) == 0 => {
-                if replace {
-                    sys::remove_at(dir, name).map_err(|e| fail("cannot remove", e))?;
-                }
+                self.replace(dir, name)
+                    .map_err(|e| fail("cannot remove", e))?;
                 let file = sys::create_file(dir, name, manifest.mode(index), true)
                     .map_err(|e| fail("cannot create", e))?;
                 return sys::set_file_times(&file, manifest.mtime(index))
                     .map_err(|e| fail("cannot set mtime of", e));
             }
             Kind::File if split.binary_search(&index).is_ok() => {
-                sys::chmod_at(dir, name, manifest.mode(index))
+                return sys::chmod_at(dir, name, manifest.mode(index))
                     .and_then(|()| sys::set_times_at(dir, name, manifest.mtime(index)))
-                    .map_err(|e| fail("cannot finish", e))?;
-                return Ok(());
+                    .map_err(|e| fail("cannot finish", e));
             }
             _ => return Ok(()),
         };
-        if replace {
-            sys::remove_at(dir, name).map_err(|e| fail("cannot remove", e))?;
-        }
+        self.replace(dir, name)
+            .map_err(|e| fail("cannot remove", e))?;
         sys::symlink_at(&target, dir, name)
             .and_then(|()| sys::set_times_at(dir, name, manifest.mtime(index)))
             .map_err(|e| fail("cannot create symlink", e))
-    })?;
-    each_entry(manifest, staging, |cursor, index| {
+    }
+
+    /// Entry `index`, if a hardlink, linked to its file.
+    fn link_hardlink(&self, cursor: &mut Cursor, index: usize) -> Result<()> {
+        let manifest = self.manifest;
         if manifest.kind(index) != Kind::Hardlink {
             return Ok(());
         }
         let target = manifest.hardlink_target(index);
         let fail = |e| failed(manifest, "cannot create hardlink", index, e);
+        // Two directories at once: the file's, duplicated, and the link's.
         let from = cursor
             .dir(manifest.parent(target))
-            .map_err(fail)?
-            .try_clone()
+            .and_then(File::try_clone)
             .map_err(fail)?;
         let dir = cursor.dir(manifest.parent(index)).map_err(fail)?;
-        if replace {
-            sys::remove_at(dir, manifest.name(index)).map_err(fail)?;
-        }
+        self.replace(dir, manifest.name(index)).map_err(fail)?;
         sys::link_at(&from, manifest.name(target), dir, manifest.name(index)).map_err(fail)
-    })
-}
+    }
 
-/// Gives directory `index` its mode, and its mtime when given. The root is reached
-/// from the cache directory by the staging name.
-fn set_dir(
-    manifest: &Manifest,
-    cursor: &mut Cursor,
-    index: usize,
-    root: &[u8],
-    mode: u32,
-    mtime: Option<crate::manifest::Mtime>,
-) -> Result<()> {
-    let apply = |at: &File, name: &[u8]| {
-        sys::chmod_at(at, name, mode)?;
-        match mtime {
-            Some(mtime) => sys::set_times_at(at, name, mtime),
-            None => Ok(()),
+    /// A resumed start removes whatever a killed one left under a name it is about to
+    /// create; a fresh one has nothing there.
+    fn replace(&self, dir: &File, name: &[u8]) -> std::io::Result<()> {
+        if self.staging.resumed {
+            sys::remove_at(dir, name)?;
         }
-    };
-    let done = if index == 0 {
-        apply(cursor.base(), root)
-    } else {
-        cursor
-            .dir(manifest.parent(index))
-            .and_then(|parent| apply(parent, manifest.name(index)))
-    };
-    done.map_err(|e| failed(manifest, "cannot set mode and mtime of", index, e))
-}
-
-/// Runs `work(cursor, index)` for every entry, in batches spread over every core.
-fn each_entry(
-    manifest: &Manifest,
-    staging: &Staging,
-    work: impl Fn(&mut Cursor, usize) -> Result<()> + Sync,
-) -> Result<()> {
-    let count = manifest.len();
-    let jobs = count.div_ceil(BATCH);
-    let root = staging.name.as_bytes();
-    parallel::run(
-        jobs,
-        parallel::threads_for(jobs, usize::MAX),
-        || Ok(Cursor::new(manifest, &staging.cache_dir, root, true)),
-        |job, cursor| (job * BATCH..count.min((job + 1) * BATCH)).try_for_each(|i| work(cursor, i)),
-    )
+        Ok(())
+    }
 }

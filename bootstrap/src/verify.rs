@@ -79,7 +79,7 @@ pub fn check_tree(tree: &Tree, manifest: &Manifest, level: Level) -> Result<(), 
     parallel::run(
         jobs,
         parallel::threads_for(jobs, usize::MAX),
-        || Ok::<_, String>(Cursor::new(manifest, tree.cache_dir, tree.root_name, false)),
+        || Ok::<_, String>(Cursor::new(manifest, tree.cache_dir, tree.root_name, None)),
         |job, cursor| {
             let first = (job * ENTRIES_PER_JOB).max(1);
             for index in first..count.min((job + 1) * ENTRIES_PER_JOB) {
@@ -160,7 +160,7 @@ fn check_contents(tree: &Tree, manifest: &Manifest) -> Result<(), String> {
         parallel::threads_for(chunks, usize::MAX),
         || {
             Ok((
-                Cursor::new(manifest, tree.cache_dir, tree.root_name, false),
+                Cursor::new(manifest, tree.cache_dir, tree.root_name, None),
                 vec![0; 256 * 1024],
             ))
         },
