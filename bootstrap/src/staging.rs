@@ -52,7 +52,9 @@ impl Staging {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if let (Some((done, closing)), true) = (earlier, path.is_dir()) {
+        // A link planted at staging's name is no staging: never follow it.
+        let is_dir = fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir());
+        if let (Some((done, closing)), true) = (earlier, is_dir) {
             let record = OpenOptions::new()
                 .append(true)
                 .custom_flags(nix::libc::O_NOFOLLOW)
