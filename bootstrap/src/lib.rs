@@ -194,7 +194,15 @@ fn extract_fresh(
         cache.cleanup_pending();
     }
     let staging = Staging::open(cache, manifest)?;
-    cache.ensure_space(Need::remaining(manifest, &staging.done), &mut trash)?;
+    let need = Need::remaining(manifest, &staging.done);
+    if let Err(e) = cache.ensure_space(need, staging.footprint(), &mut trash) {
+        // Refused before extracting: a fresh staging would only take space; what an
+        // earlier start wrote is kept for a start with more room.
+        if !staging.resumed {
+            staging.discard();
+        }
+        return Err(e);
+    }
     // Modes recorded in the payload are applied exactly; the runtime gets Lambda's
     // umask back before the exec.
     let umask = sys::set_umask(0);
@@ -209,7 +217,7 @@ fn extract_fresh(
                     ErrorKind::NoSpace,
                     format!(
                         "ran out of space ({e}); {}",
-                        cache::no_space(&cache.dir, Need::of(manifest))
+                        cache::no_space(&cache.dir, Need::of(manifest), Need::default())
                     ),
                 ),
                 _ => e,
