@@ -336,17 +336,19 @@ impl Cache {
         }
     }
 
-    /// Fails before anything is written if `need` cannot fit; deletes `trash` first
-    /// when only that would make it fit.
-    pub fn ensure_space(&self, need: Need, trash: &mut Vec<PathBuf>) -> Result<()> {
+    /// Fails before anything more is written if `need` cannot fit. `held` is the part
+    /// of `need` this start has written already (staging and its record), which the
+    /// filesystem no longer counts as free. Deletes `trash` first when only that would
+    /// make it fit.
+    pub fn ensure_space(&self, need: Need, held: Need, trash: &mut Vec<PathBuf>) -> Result<()> {
         loop {
             let free = sys::free_space(&self.dir)
                 .map_err(|e| self.unusable("cannot measure free space of", &self.dir, e))?;
-            if free.bytes >= need.bytes && free.inodes >= need.inodes {
+            if free.bytes + held.bytes >= need.bytes && free.inodes + held.inodes >= need.inodes {
                 return Ok(());
             }
             if trash.is_empty() {
-                return Err(no_space(&self.dir, need));
+                return Err(no_space(&self.dir, need, held));
             }
             remove_all(trash)?;
         }
@@ -421,10 +423,12 @@ fn in_use(path: &Path) -> bool {
 /// needs, what is free, what else takes the space, and the Lambda setting that fixes
 /// it. The filesystem's size is the function's ephemeral storage (Lambda takes 512 to
 /// 10240 MB, in MB of 2^20 bytes), and the advice is sized from the tree's own need.
-pub fn no_space(dir: &Path, need: Need) -> Error {
+/// What `held` (part of `need`, already written) takes counts as free.
+pub fn no_space(dir: &Path, need: Need, held: Need) -> Error {
     const MB: u64 = 1024 * 1024;
-    let (free, total, inodes) =
-        sys::free_space(dir).map_or((0, 0, 0), |f| (f.bytes, f.total, f.inodes));
+    let (free, total, inodes) = sys::free_space(dir).map_or((0, 0, 0), |f| {
+        (f.bytes + held.bytes, f.total, f.inodes + held.inodes)
+    });
     // On a disk with bytes to spare, the files (inodes) are what runs out.
     if free >= need.bytes && inodes < need.inodes {
         return Error::new(
@@ -456,7 +460,7 @@ pub fn no_space(dir: &Path, need: Need) -> Error {
     Error::new(
         ErrorKind::NoSpace,
         format!(
-            "not enough space in {} for the runtime: it needs {} MiB ({} bytes) and {} MiB are free; {remedy}",
+            "not enough space in {} for the runtime: it needs {} MiB ({} bytes) and {} MiB ({free} bytes) are free; {remedy}",
             dir.display(),
             need.bytes.div_ceil(MB),
             need.bytes,

@@ -194,7 +194,15 @@ fn extract_fresh(
         cache.cleanup_pending();
     }
     let staging = Staging::open(cache, manifest)?;
-    cache.ensure_space(Need::remaining(manifest, &staging.done), &mut trash)?;
+    let need = Need::remaining(manifest, &staging.done);
+    if let Err(e) = cache.ensure_space(need, staging.footprint(), &mut trash) {
+        // Refused before extracting: a fresh staging would only take space; what an
+        // earlier start wrote is kept for a start with more room.
+        if !staging.resumed {
+            staging.discard();
+        }
+        return Err(e);
+    }
     // Modes recorded in the payload are applied exactly; the runtime gets Lambda's
     // umask back before the exec.
     let umask = sys::set_umask(0);
@@ -209,7 +217,7 @@ fn extract_fresh(
                     ErrorKind::NoSpace,
                     format!(
                         "ran out of space ({e}); {}",
-                        cache::no_space(&cache.dir, Need::of(manifest))
+                        cache::no_space(&cache.dir, Need::of(manifest), Need::default())
                     ),
                 ),
                 _ => e,
@@ -293,4 +301,64 @@ pub fn report_panics(started: Instant) {
         );
         fail(started, &Error::new(ErrorKind::Panic, message));
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use crate::runtime_api::tests::fake_runtime_api;
+
+    /// Set in the child process that `a_panic_is_reported_like_any_failure` starts.
+    const CHILD: &str = "COLDPACK_TEST_PANICKING_CHILD";
+    const WHAT: &str = "deliberate, to test the hook";
+
+    /// The child half of the test below: installs the hook `main` installs, then
+    /// panics. Without the variable (any ordinary test run) it does nothing.
+    #[test]
+    fn panicking_child() {
+        if std::env::var_os(CHILD).is_some() {
+            super::report_panics(Instant::now());
+            panic!("{WHAT}");
+        }
+    }
+
+    /// Issue 13.3: a panic ends like any other failure, in the JSON error line with
+    /// `Runtime.BootstrapPanic` and an init-error report to the Runtime API. Nothing
+    /// from outside makes the shipped bootstrap panic, so the test binary runs itself
+    /// again as a child whose one test installs `report_panics` and panics, with a
+    /// listener on 127.0.0.1 standing in for the Runtime API.
+    #[test]
+    fn a_panic_is_reported_like_any_failure() {
+        let (api, request) = fake_runtime_api(Some("HTTP/1.1 202 Accepted"));
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "tests::panicking_child", "--nocapture"])
+            .env(CHILD, "1")
+            .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        let said = format!("coldpack: error: the bootstrap panicked ({WHAT} at ");
+        assert!(stderr.contains(&said), "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("{\"coldpack\":\"bootstrap\",\"decision\":\"error\""))
+            .unwrap_or_else(|| panic!("no JSON line: {stderr}"));
+        assert!(
+            line.contains("\"error_type\":\"Runtime.BootstrapPanic\"") && line.contains(WHAT),
+            "{line}"
+        );
+        let request = request
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no init error was posted: {stderr}"));
+        assert!(
+            request.starts_with("POST /2018-06-01/runtime/init/error HTTP/1.1\r\n")
+                && request.contains("Lambda-Runtime-Function-Error-Type: Runtime.BootstrapPanic")
+                && request.contains("\"errorType\":\"Runtime.BootstrapPanic\"")
+                && request.contains(WHAT),
+            "{request}"
+        );
+    }
 }

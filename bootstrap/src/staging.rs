@@ -15,13 +15,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::cache::{remove_tree, Cache};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::Manifest;
 use crate::payload::hex;
+use crate::space::{Need, BLOCK};
 
 /// A staging directory with its progress record, ready to extract into.
 pub struct Staging {
@@ -52,8 +53,8 @@ impl Staging {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // Never through a link planted under the staging name.
-        let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        // A link planted at staging's name is no staging: never follow it.
+        let is_dir = fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir());
         if let (Some((done, closing)), true) = (earlier, is_dir) {
             let record = OpenOptions::new()
                 .append(true)
@@ -111,6 +112,18 @@ impl Staging {
         (&self.record)
             .write_all(line.as_bytes())
             .map_err(|e| Error::io(ErrorKind::Extract, "cannot write", &self.record_path, e))
+    }
+
+    /// What staging's root and the record take already, as far as [`Need`] counts
+    /// them (a block and an inode each): the space check must not ask for them twice.
+    pub fn footprint(&self) -> Need {
+        let taken = |path: &Path| {
+            fs::symlink_metadata(path).map_or(0, |meta| (meta.blocks() * 512).min(BLOCK))
+        };
+        Need {
+            bytes: taken(&self.path) + taken(&self.record_path),
+            inodes: 2,
+        }
     }
 
     /// Removes the progress record once the tree is published.

@@ -254,6 +254,5 @@ pub fn inside(dir: &Path, out: &Path) -> Option<Vec<u8>> {
         .rev()
         .fold(resolved, |path, part| path.join(part));
     let relative = full.strip_prefix(&dir).ok()?;
-    let bytes = relative.as_os_str().as_bytes();
-    (!bytes.is_empty()).then(|| bytes.to_vec())
+    Some(relative.as_os_str().as_bytes().to_vec())
 }

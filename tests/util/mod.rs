@@ -87,14 +87,7 @@ pub fn coldpack() -> Command {
 
 /// `coldpack pack SRC --entrypoint ENTRY -o OUT --level 3 EXTRA...`, which must succeed.
 pub fn pack(src: &Path, entrypoint: &str, out: &Path, extra: &[&str]) -> Output {
-    let output = coldpack()
-        .arg("pack")
-        .arg(src)
-        .args(["--entrypoint", entrypoint, "--level", "3", "-o"])
-        .arg(out)
-        .args(extra)
-        .output()
-        .expect("run coldpack");
+    let output = try_pack(src, entrypoint, out, extra);
     assert!(
         output.status.success(),
         "coldpack pack failed: {}",
@@ -481,4 +474,88 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// A stand-in for the Runtime API's init-error endpoint: listens on 127.0.0.1, takes
+/// one request, answers `202 Accepted` as Lambda does, and hands back the request as
+/// it arrived (request line, headers, body). Every wait has a deadline.
+pub struct InitErrorCatcher {
+    /// `host:port`, the form Lambda gives in `AWS_LAMBDA_RUNTIME_API`.
+    pub address: String,
+    received: std::thread::JoinHandle<Option<String>>,
+}
+
+impl InitErrorCatcher {
+    pub fn start() -> InitErrorCatcher {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on 127.0.0.1");
+        let address = listener.local_addr().expect("bound address").to_string();
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let received = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((stream, _)) => break stream,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => return None,
+                }
+            };
+            stream.set_nonblocking(false).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let request = read_request(&mut stream)?;
+            let _ = stream.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+            Some(request)
+        });
+        InitErrorCatcher { address, received }
+    }
+
+    /// The request received, or `None` if none came within 30 s of the start.
+    pub fn request(self) -> Option<String> {
+        self.received.join().expect("catcher thread")
+    }
+}
+
+/// One HTTP request: headers, then as many body bytes as `Content-Length` says.
+fn read_request(stream: &mut impl std::io::Read) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        let n = stream.read(&mut buffer).ok()?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buffer[..n]);
+        let request = text(&bytes);
+        if let Some((head, body)) = request.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            if body.len() >= length {
+                break;
+            }
+        }
+    }
+    Some(text(&bytes))
+}
+
+/// `coldpack pack SRC --entrypoint ENTRY -o OUT --level 3 EXTRA...`, whatever its
+/// outcome: for the packs that must be refused.
+pub fn try_pack(src: &Path, entrypoint: &str, out: &Path, extra: &[&str]) -> Output {
+    coldpack()
+        .arg("pack")
+        .arg(src)
+        .args(["--entrypoint", entrypoint, "--level", "3", "-o"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run coldpack")
 }
