@@ -73,7 +73,10 @@ pub fn extract(
     };
     if staging.closing {
         // A killed start had begun closing directories: open them again for writing.
-        tree.each_entry(|cursor, index| tree.set_dir(cursor, index, Some(0o700), None))?;
+        tree.each_entry(|cursor, index| match manifest.kind(index) {
+            Kind::Dir => tree.set_dir(cursor, index, Some(0o700), None),
+            _ => Ok(()),
+        })?;
     }
     let (threads, resumed) = tree.write_chunks(payload)?;
     tree.finish_entries(task_dir)?;
