@@ -164,6 +164,11 @@ pub fn split(
             .sum();
         payload += others + estimates.iter().sum::<u64>();
     } else {
+        // Everything fits as it is (or nothing may be kept): the payload is counted
+        // at full size, so a file kept saves all of it there.
+        for &index in &files {
+            estimates[index] = entries[index].file_size();
+        }
         payload += all;
     }
     let sums = subtree_sums(entries, &estimates);
@@ -663,6 +668,36 @@ mod tests {
             task,
             ["npm", "npm/lib", "npm/lib/cli.js", "npm/package.json"]
         );
+    }
+
+    #[test]
+    fn a_tree_that_fits_at_its_full_size_is_kept_whole_however_tight() {
+        // Chromium's tree at --task-budget 240MB: the budget is far from twice the tree.
+        let tree = walked(&[
+            ("chromium", 0, 0o700, file(100_000)),
+            ("lib", 0, 0o755, EntryKind::Dir),
+            ("lib/libnss3.so", 2, 0o755, file(5_000)),
+        ]);
+        let keep_in_tmp = Globs::default();
+        let all_raw = 10 + 105_000 + 4 * INDEX_BYTES;
+        for (budget, whole) in [(all_raw, true), (all_raw - 1, false)] {
+            let rules = Rules {
+                budget,
+                keep_in_tmp: &keep_in_tmp,
+                entrypoint: 1,
+                bootstrap_len: 10,
+            };
+            let heads = vec![Head::default(); tree.entries.len()];
+            let split = split(&tree, &heads, &rules, |files| {
+                Ok(files
+                    .iter()
+                    .map(|&i| tree.entries[i].file_size() / 2)
+                    .collect())
+            })
+            .unwrap();
+            let root_kept = kinds(&split) == [("".into(), EntryKind::Task { dir: true })];
+            assert_eq!(root_kept, whole, "budget {budget}: {:?}", kinds(&split));
+        }
     }
 
     #[test]
