@@ -1264,13 +1264,16 @@ fn count_before(line: &str, word: &str) -> u64 {
     words[at - 1].replace(',', "").parse().unwrap()
 }
 
-#[test]
-fn inspect_and_the_pack_summary_show_the_same_split_as_the_trees() {
-    let sandbox = Sandbox::new();
-    let src = sandbox.path("src");
-    fixture(&src, "hello");
-    let out = sandbox.path("out");
-    let packed = pack_fixture(&src, &out, &[]);
+/// Packs the fixture with `options` and checks that the summary, `inspect` and the
+/// trees agree on the split; returns the task part and the extracted tree.
+fn assert_split_reported(
+    sandbox: &Sandbox,
+    src: &Path,
+    label: &str,
+    options: &[&str],
+) -> (PathBuf, PathBuf) {
+    let out = sandbox.path(label);
+    let packed = pack_fixture(src, &out, options);
     let stderr = text(&packed.stderr);
     let line = |prefix: &str| {
         stderr
@@ -1282,15 +1285,16 @@ fn inspect_and_the_pack_summary_show_the_same_split_as_the_trees() {
     let summary = inspect(&out);
     let task = task_dir(&out);
     let task_entries = entries_under(&task);
+    let number = |value: &Value| value.as_u64().unwrap();
 
     assert_eq!(summary["direct"], false);
     assert_eq!(
-        summary["task_part"]["entries"].as_u64(),
-        Some(count_before(kept, "entries"))
+        number(&summary["task_part"]["entries"]),
+        count_before(kept, "entries")
     );
     assert_eq!(
-        summary["task_part"]["entries"].as_u64(),
-        Some(task_entries.len() as u64 - 1)
+        number(&summary["task_part"]["entries"]),
+        task_entries.len() as u64 - 1
     );
     let task_bytes: u64 = task_entries
         .keys()
@@ -1298,23 +1302,20 @@ fn inspect_and_the_pack_summary_show_the_same_split_as_the_trees() {
         .filter(|path| path.is_file())
         .map(|path| fs::metadata(path).unwrap().len())
         .sum();
-    assert_eq!(summary["task_part"]["bytes"].as_u64(), Some(task_bytes));
+    assert_eq!(number(&summary["task_part"]["bytes"]), task_bytes);
     assert_eq!(
-        summary["extract"]["entries"].as_u64(),
-        Some(count_before(extracted, "entries"))
+        number(&summary["extract"]["entries"]),
+        count_before(extracted, "entries")
     );
     assert_eq!(
-        summary["entries"]["task_links"].as_u64(),
-        Some(count_before(extracted, "links"))
+        number(&summary["entries"]["task_links"]),
+        count_before(extracted, "links")
     );
-    assert_eq!(
-        summary["work_saved_ms"].as_u64(),
-        Some(count_before(kept, "ms"))
-    );
-    assert!(summary["work_saved_ms"].as_u64() > Some(0));
+    assert_eq!(number(&summary["work_saved_ms"]), count_before(kept, "ms"));
+    assert!(number(&summary["work_saved_ms"]) > 0);
 
     // What a start writes is what they said: the entries to extract and the links.
-    let cache = sandbox.cache_dir("tmp", Who::Me);
+    let cache = sandbox.cache_dir(&format!("{label}-tmp"), Who::Me);
     let output = start_deployed(&out, &cache, Who::Me, &[], &[]);
     let root = tree_root(&output, &out, &cache);
     let written = entries_under(&root);
@@ -1322,16 +1323,32 @@ fn inspect_and_the_pack_summary_show_the_same_split_as_the_trees() {
         .keys()
         .filter(|p| fs::read_link(join(&root, p)).is_ok_and(|t| t.starts_with(&task)))
         .count();
+    assert_eq!(number(&summary["entries"]["task_links"]), links as u64);
     assert_eq!(
-        summary["entries"]["task_links"].as_u64(),
-        Some(links as u64)
+        number(&summary["extract"]["entries"]),
+        (written.len() - links) as u64
     );
-    assert_eq!(
-        summary["extract"]["entries"].as_u64(),
-        Some((written.len() - links) as u64)
-    );
-    // lib/ is one link; data.bin another; bin/, etc/ and the root are extracted.
-    assert_eq!(links, 2, "{written:?}");
+    (task, root)
+}
+
+#[test]
+fn inspect_and_the_pack_summary_show_the_same_split_as_the_trees() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("src");
+    fixture(&src, "hello");
+    // lib/ is one link, data.bin another; bin/, etc/ and the root are extracted.
+    let (_, root) = assert_split_reported(&sandbox, &src, "whole-lib", &[]);
+    let kind = |root: &Path, path: &str| fs::symlink_metadata(root.join(path)).unwrap().file_type();
+    assert!(kind(&root, "lib").is_symlink() && kind(&root, "data.bin").is_symlink());
+
+    // With lib/cache/ in /tmp, lib/ is a directory there: its subdirectory is kept,
+    // and its small files are extracted and copied into the task part as well, for
+    // whatever climbs out of lib/sub/ with `..` at its real path.
+    let (task, root) =
+        assert_split_reported(&sandbox, &src, "split-lib", &["--keep-in-tmp", "lib/cache"]);
+    assert!(kind(&root, "lib").is_dir() && kind(&root, "lib/sub").is_symlink());
+    assert!(kind(&root, "lib/greeting.txt").is_file() && task.join("lib/greeting.txt").is_file());
+    assert!(!task.join("lib/cache").exists());
 }
 
 #[test]
