@@ -1,6 +1,7 @@
 //! `coldpack inspect` and `coldpack verify`: read a packed bootstrap back, with the
 //! same reader the bootstrap uses, so what they report is what Lambda will see.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
@@ -50,24 +51,6 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The entries and bytes the task part saves a cold start: those at or below a link
-/// into it (not the plain directories above them).
-fn kept(manifest: &Manifest, task: &TaskIndex) -> (u64, u64) {
-    let links: std::collections::HashSet<Vec<u8>> = (0..manifest.len())
-        .filter(|&i| manifest.kind(i).is_task())
-        .map(|i| manifest.path(i))
-        .collect();
-    let under_link = |path: &[u8]| {
-        links.contains(&b""[..])
-            || (0..=path.len())
-                .any(|end| (end == path.len() || path[end] == b'/') && links.contains(&path[..end]))
-    };
-    task.entries
-        .iter()
-        .filter(|e| under_link(&e.path))
-        .fold((0, 0), |(n, bytes), e| (n + 1, bytes + e.size))
-}
-
 /// What `inspect` reports, as JSON.
 fn summary(opened: &Opened) -> serde_json::Value {
     let Opened {
@@ -90,7 +73,7 @@ fn summary(opened: &Opened) -> serde_json::Value {
     } else {
         manifest.len()
     };
-    let (kept_entries, kept_bytes) = kept(manifest, task);
+    let reached = reached(manifest, task);
     json!({
         "path": payload.path().display().to_string(),
         "format_version": FORMAT_VERSION,
@@ -114,13 +97,38 @@ fn summary(opened: &Opened) -> serde_json::Value {
             "files": task.files(),
             "bytes": task.bytes(),
         },
-        "work_saved_ms": work::nanos(kept_entries, kept_bytes) / 1_000_000,
+        "work_saved_ms": work::nanos(reached.0, reached.1) / 1_000_000,
         "file_bytes": extracted_bytes,
         "compressed_bytes": manifest.chunks.iter().map(|c| c.compressed_len).sum::<u64>(),
         "chunks": manifest.chunks.len(),
         "bootstrap_bytes": payload.offset,
         "payload_bytes": payload.byte_len(),
     })
+}
+
+/// The entries and bytes a cold start need not write: each link of the `/tmp` tree
+/// into the task part, with what the task part holds below it. The rest of the task
+/// part are the directories above those, and copies of small files that are
+/// extracted as well (see `split`).
+fn reached(manifest: &Manifest, task: &TaskIndex) -> (u64, u64) {
+    let links: HashSet<Vec<u8>> = (0..manifest.len())
+        .filter(|&i| manifest.kind(i).is_task())
+        .map(|i| manifest.path(i))
+        .collect();
+    let under_link = |path: &[u8]| {
+        links.contains(&b""[..])
+            || (0..path.len()).any(|at| path[at] == b'/' && links.contains(&path[..at]))
+    };
+    let (mut entries, mut bytes) = (links.len() as u64, 0);
+    for entry in &task.entries {
+        if under_link(&entry.path) {
+            entries += 1;
+            bytes += entry.size;
+        } else if links.contains(&entry.path) {
+            bytes += entry.size;
+        }
+    }
+    (entries, bytes)
 }
 
 pub fn cmd_inspect(args: &InspectArgs) -> Result<()> {

@@ -156,10 +156,15 @@ pub fn split_lines(packed: &Packed, extracted: usize, extracted_bytes: u64) -> S
     let extracted = if packed.manifest.is_direct() {
         "  extracted nothing: the whole tree is in the deployment, /tmp is not used\n".to_owned()
     } else {
+        // Counted as `inspect` counts them: the links apart.
+        let links = (0..packed.manifest.len())
+            .filter(|&i| packed.manifest.kind(i).is_task())
+            .count();
         format!(
-            "  extracted {} ({}) into /tmp at a cold start\n",
-            counted(extracted, "entry", "entries"),
-            mebibytes(extracted_bytes)
+            "  extracted {} ({}) into /tmp at a cold start, and {} to the deployment\n",
+            counted(extracted - links, "entry", "entries"),
+            mebibytes(extracted_bytes),
+            counted(links, "link", "links")
         )
     };
     kept + &extracted

@@ -17,7 +17,9 @@
 //! only kept entries are. So a single file is kept only when it is large (the saving
 //! is then in bytes) and neither a program nor a JavaScript module (which find their
 //! real path); never the entrypoint, nor a directory holding it, unless the whole tree
-//! is kept (then nothing goes to `/tmp` at all).
+//! is kept (then nothing goes to `/tmp` at all). A kept directory's `..` leads into
+//! the task part too, so the task part's copy of each directory above a kept entry
+//! also holds that directory's small files (still extracted into `/tmp` as well).
 //!
 //! Within the budget (`--task-budget`, which counts everything coldpack puts in the
 //! deployment: the bootstrap with its payload, and the kept files), directories and
@@ -164,6 +166,11 @@ pub fn split(
             .sum();
         payload += others + estimates.iter().sum::<u64>();
     } else {
+        // Everything fits as it is (or nothing may be kept): the payload is counted
+        // at full size, so a file kept saves all of it there.
+        for &index in &files {
+            estimates[index] = entries[index].file_size();
+        }
         payload += all;
     }
     let sums = subtree_sums(entries, &estimates);
@@ -182,8 +189,19 @@ pub fn split(
         .budget
         .saturating_sub(rules.bootstrap_len)
         .saturating_sub(payload);
-    let kept = choose(entries, &sums, available, candidate);
-    Ok(build(walked, &kept, &sums))
+    let mirrorable: Vec<bool> = (0..entries.len())
+        .map(|i| {
+            whole[i]
+                && matches!(entries[i].kind, EntryKind::File { .. })
+                && entries[i].file_size() < SINGLE_FILE_MIN
+        })
+        .collect();
+    let mut mirror = vec![0; entries.len()];
+    for index in (1..entries.len()).filter(|&i| mirrorable[i]) {
+        mirror[entries[index].parent as usize] += entries[index].file_size() + INDEX_BYTES;
+    }
+    let chosen = choose(entries, &sums, &mirror, available, candidate);
+    Ok(build(walked, &chosen, &mirrorable, &sums))
 }
 
 /// Whether each entry qualifies by itself: see the module's documentation.
@@ -281,14 +299,37 @@ fn subtree_sums(entries: &[Entry], estimates: &[u64]) -> Vec<Sums> {
     sums
 }
 
+/// What `choose` picked.
+struct Chosen {
+    /// Entries kept whole, each reached through one link.
+    kept: Vec<bool>,
+    /// Directories above a kept entry, whose small files the task part copies too.
+    mirrored: Vec<bool>,
+}
+
 /// The entries to keep whole, greedily by benefit per byte of cost within `available`.
+///
+/// A program that resolves its real path inside a kept directory and climbs out of it
+/// with `..` lands in the task part's copy of the directories above (Node resolves
+/// every module this way, and `require('../../package.json')` is common). So those
+/// copies get the small files of the directories they mirror (`mirror` gives their
+/// bytes, by directory), paid for from the budget by the first entry kept below them;
+/// the files are extracted into `/tmp` as well, so the `/tmp` tree does not change.
 fn choose(
     entries: &[Entry],
     sums: &[Sums],
+    mirror: &[u64],
     mut available: u64,
     candidate: impl Fn(usize) -> bool,
-) -> Vec<bool> {
+) -> Chosen {
     let mut kept = vec![false; entries.len()];
+    let mut mirrored = vec![false; entries.len()];
+    let ancestors = |index: usize| {
+        std::iter::successors(
+            (index != 0).then(|| entries[index].parent as usize),
+            |&at| (at != 0).then(|| entries[at].parent as usize),
+        )
+    };
     let mut heap = BinaryHeap::new();
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); entries.len()];
     for index in 1..entries.len() {
@@ -319,22 +360,30 @@ fn choose(
         }
     }
     while let Some(best) = heap.pop() {
-        let cost = best.sums.cost();
+        let copies: u64 = ancestors(best.index)
+            .filter(|&dir| !mirrored[dir])
+            .map(|dir| mirror[dir])
+            .sum();
+        let cost = best.sums.cost() + copies;
         if cost <= available {
             available -= cost;
             kept[best.index] = true;
+            for dir in ancestors(best.index) {
+                mirrored[dir] = true;
+            }
         } else if entries[best.index].kind == EntryKind::Dir {
             for &child in &children[best.index] {
                 offer(child, &mut heap);
             }
         }
     }
-    kept
+    Chosen { kept, mirrored }
 }
 
 /// The `/tmp` tree and the task part from the entries chosen.
-fn build(walked: &Walked, kept: &[bool], sums: &[Sums]) -> Split {
+fn build(walked: &Walked, chosen: &Chosen, mirrorable: &[bool], sums: &[Sums]) -> Split {
     let entries = &walked.entries;
+    let kept = &chosen.kept;
     let mut covered = vec![false; entries.len()];
     let mut new_index = vec![u32::MAX; entries.len()];
     let mut split = Split {
@@ -350,7 +399,8 @@ fn build(walked: &Walked, kept: &[bool], sums: &[Sums]) -> Split {
     for (index, entry) in entries.iter().enumerate() {
         let parent = entry.parent as usize;
         covered[index] = index != 0 && (covered[parent] || kept[parent]);
-        if kept[index] || covered[index] {
+        let copied = index != 0 && mirrorable[index] && chosen.mirrored[parent];
+        if kept[index] || covered[index] || copied {
             in_task[index] = true;
         }
         if covered[index] {
@@ -571,6 +621,87 @@ mod tests {
         // Owner-only modes are given to others in the deployment.
         let modes: Vec<u32> = split.task.iter().map(|(e, _)| e.mode).collect();
         assert_eq!(modes, [0o644, 0o755, 0o755]);
+    }
+
+    #[test]
+    fn directories_above_a_kept_one_copy_their_small_files_into_the_task_part() {
+        // npm: its bin/ holds the entrypoint and node_modules/.bin a link, so neither
+        // npm nor node_modules is whole; lib/ is kept, and its modules, found at their
+        // real path in the task part, require ../package.json.
+        let npm = walked(&[
+            ("npm", 0, 0o755, EntryKind::Dir),
+            ("npm/bin", 1, 0o755, EntryKind::Dir),
+            ("npm/lib", 1, 0o755, EntryKind::Dir),
+            ("npm/node_modules", 1, 0o755, EntryKind::Dir),
+            ("npm/package.json", 1, 0o644, file(2000)),
+            ("npm/bin/npm-cli.js", 2, 0o755, file(50)),
+            ("npm/lib/cli.js", 3, 0o644, file(3000)),
+            ("npm/node_modules/.bin", 4, 0o755, EntryKind::Dir),
+            (
+                "npm/node_modules/.bin/semver",
+                8,
+                0o777,
+                link("../semver/x.js"),
+            ),
+        ]);
+        let keep_in_tmp = Globs::default();
+        let rules = Rules {
+            budget: 1 << 30,
+            keep_in_tmp: &keep_in_tmp,
+            entrypoint: 6,
+            bootstrap_len: 10,
+        };
+        let heads = vec![Head::default(); npm.entries.len()];
+        let split = split(&npm, &heads, &rules, |_| unreachable!()).unwrap();
+        let tree = kinds(&split);
+        assert!(
+            tree.contains(&("npm/lib".into(), EntryKind::Task { dir: true })),
+            "{tree:?}"
+        );
+        // Extracted as before, and copied into the task part beside the kept lib/.
+        assert!(
+            tree.contains(&("npm/package.json".into(), file(2000))),
+            "{tree:?}"
+        );
+        let task: Vec<String> = split
+            .task
+            .iter()
+            .map(|(e, _)| String::from_utf8_lossy(&e.path).into_owned())
+            .collect();
+        assert_eq!(
+            task,
+            ["npm", "npm/lib", "npm/lib/cli.js", "npm/package.json"]
+        );
+    }
+
+    #[test]
+    fn a_tree_that_fits_at_its_full_size_is_kept_whole_however_tight() {
+        // Chromium's tree at --task-budget 240MB: the budget is far from twice the tree.
+        let tree = walked(&[
+            ("chromium", 0, 0o700, file(100_000)),
+            ("lib", 0, 0o755, EntryKind::Dir),
+            ("lib/libnss3.so", 2, 0o755, file(5_000)),
+        ]);
+        let keep_in_tmp = Globs::default();
+        let all_raw = 10 + 105_000 + 4 * INDEX_BYTES;
+        for (budget, whole) in [(all_raw, true), (all_raw - 1, false)] {
+            let rules = Rules {
+                budget,
+                keep_in_tmp: &keep_in_tmp,
+                entrypoint: 1,
+                bootstrap_len: 10,
+            };
+            let heads = vec![Head::default(); tree.entries.len()];
+            let split = split(&tree, &heads, &rules, |files| {
+                Ok(files
+                    .iter()
+                    .map(|&i| tree.entries[i].file_size() / 2)
+                    .collect())
+            })
+            .unwrap();
+            let root_kept = kinds(&split) == [("".into(), EntryKind::Task { dir: true })];
+            assert_eq!(root_kept, whole, "budget {budget}: {:?}", kinds(&split));
+        }
     }
 
     #[test]

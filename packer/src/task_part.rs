@@ -4,7 +4,8 @@
 //! same read, because the task part's directory is named after the payload's identity,
 //! which covers the hashes: the directory is renamed to `coldpack-NAME.<id>` only once
 //! the whole output is known to fit. Files keep their mode and mtime, directories get
-//! mode 0755 (what Lambda's zip deployment gives them) and their mtime last.
+//! mode 0755 (what Lambda's zip deployment gives them), whatever the umask, and their
+//! mtime last.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -32,15 +33,14 @@ pub fn stage(task: &[(TaskEntry, PathBuf)], out: &Path) -> Result<Staged> {
         .with_context(|| format!("cannot create output directory {}", out.display()))?;
     let dir = out.join(format!(".coldpack-task.{}", std::process::id()));
     let _ = coldpack_bootstrap::cache::remove_tree(&dir);
-    fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_dir(&dir)?;
     let mut staged = Staged {
         index: TaskIndex::default(),
         dir,
         committed: false,
     };
     for (entry, _) in task.iter().filter(|(e, _)| e.dir) {
-        fs::create_dir(staged.dir.join(as_path(&entry.path)))
-            .with_context(|| format!("cannot create {}", staged.dir.display()))?;
+        create_dir(&staged.dir.join(as_path(&entry.path)))?;
     }
     let hashes = parallel_map(task.len(), |i| {
         let (entry, source) = &task[i];
@@ -90,6 +90,15 @@ impl Drop for Staged {
             let _ = coldpack_bootstrap::cache::remove_tree(&self.dir);
         }
     }
+}
+
+/// A directory of mode 0755 whatever the umask: the function runs as another user
+/// than the files' owner, and a deployment made from OUT-DIR as it is (not through
+/// the zip) must let it in.
+fn create_dir(path: &Path) -> Result<()> {
+    fs::create_dir(path)
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o755)))
+        .with_context(|| format!("cannot create {}", path.display()))
 }
 
 fn as_path(path: &[u8]) -> &Path {
@@ -179,15 +188,15 @@ fn check_entry(dir: &Path, entry: &TaskEntry) -> Option<String> {
     if meta.is_dir() != entry.dir || (!entry.dir && !meta.is_file()) {
         return Some(format!("{shown}: its type differs"));
     }
-    if entry.dir {
-        return None;
-    }
     if meta.mode() & 0o7777 != entry.mode {
         return Some(format!(
             "{shown}: mode {:o}, packed {:o}",
             meta.mode() & 0o7777,
             entry.mode
         ));
+    }
+    if entry.dir {
+        return None;
     }
     if meta.len() != entry.size {
         return Some(format!(

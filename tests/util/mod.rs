@@ -559,3 +559,40 @@ pub fn try_pack(src: &Path, entrypoint: &str, out: &Path, extra: &[&str]) -> Out
         .output()
         .expect("run coldpack")
 }
+
+/// `command` run with `dir` read-only, as Lambda's deployment is: as root, inside a
+/// private mount namespace where `dir` is a read-only bind mount (so writes fail with
+/// `EROFS`, whoever `command` then runs as); otherwise with the write bits of
+/// everything under `dir` taken away first (writes fail with `EACCES`; `Sandbox`
+/// gives them back when it goes). Program, arguments, environment and working
+/// directory are carried over; set stdio on the result.
+pub fn with_read_only(dir: &Path, command: Command) -> Command {
+    if !is_root() {
+        let status = Command::new("chmod")
+            .arg("-R")
+            .arg("a-w")
+            .arg(dir)
+            .status()
+            .expect("run chmod");
+        assert!(status.success(), "chmod -R a-w {} failed", dir.display());
+        return command;
+    }
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(dir)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(cwd) = command.get_current_dir() {
+        wrapped.current_dir(cwd);
+    }
+    wrapped
+}
