@@ -68,10 +68,11 @@ fn summary(opened: &Opened) -> serde_json::Value {
     let entries: Vec<Entry> = manifest.entries();
     let extracted_bytes: u64 = entries.iter().map(Entry::file_size).sum();
     let links = count(&[Kind::TaskDir, Kind::TaskFile]);
+    // The links into the task part are counted apart, as the pack's summary does.
     let extracted = if manifest.is_direct() {
         0
     } else {
-        manifest.len()
+        manifest.len() - links
     };
     let reached = reached(manifest, task);
     json!({
