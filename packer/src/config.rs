@@ -69,7 +69,8 @@ pub struct PackOptions {
     pub out: PathBuf,
     pub bootstrap: Option<PathBuf>,
     pub zip: Option<ZipKind>,
-    pub arch: Arch,
+    /// `None`: the tree's ELF files decide (see [`crate::stock::choose_arch`]).
+    pub arch: Option<Arch>,
     pub ephemeral_storage_mb: u64,
     pub exclude: Vec<String>,
     pub force: bool,
@@ -90,7 +91,7 @@ impl PackOptions {
             out: out.to_owned(),
             bootstrap: None,
             zip: None,
-            arch: Arch::X86_64,
+            arch: None,
             ephemeral_storage_mb: DEFAULT_EPHEMERAL_STORAGE_MB,
             exclude: Vec::new(),
             force: false,
@@ -182,7 +183,7 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
             .clone()
             .or_else(|| from_file(&file.bootstrap)),
         zip,
-        arch: args.arch.or(file.arch).unwrap_or(Arch::X86_64),
+        arch: args.arch.or(file.arch),
         ephemeral_storage_mb,
         exclude,
         force: args.force || file.force,

@@ -14,7 +14,12 @@ pub mod lint;
 pub mod pack;
 pub mod progress;
 pub mod run;
+pub mod stock;
 pub mod walk;
 
-/// The static bootstrap built by `build.rs`, carried inside `coldpack`.
-pub const STOCK_BOOTSTRAP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bootstrap"));
+/// The static x86_64 bootstrap built by `build.rs`, carried inside `coldpack`.
+pub const STOCK_BOOTSTRAP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bootstrap-x86_64"));
+/// The static arm64 one: empty when `coldpack` was built without the aarch64 cross
+/// toolchain ([`stock::bootstrap`] then says what to install).
+pub const STOCK_BOOTSTRAP_ARM64: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/bootstrap-arm64"));

@@ -87,7 +87,7 @@ fn warning(message: String) -> Lint {
 }
 
 /// Paths as a short list: the first few, then a count.
-fn listed(paths: &[String]) -> String {
+pub(crate) fn listed(paths: &[String]) -> String {
     let mut shown = paths
         .iter()
         .take(SHOWN)

@@ -1,7 +1,7 @@
 //! `coldpack pack`: from a runtime directory to `OUT-DIR/bootstrap`.
 //!
 //! Everything that can be refused is checked before OUT-DIR is touched (the tree, the
-//! entrypoint, the arguments, the stock bootstrap); the output is written to a
+//! entrypoint, the arguments, the machine and its stock bootstrap); the output is written to a
 //! temporary name in OUT-DIR and renamed over `bootstrap` only when complete, so a
 //! failed pack leaves nothing half-written.
 //!
@@ -28,11 +28,12 @@ use coldpack_bootstrap::payload::{self, sha256, Header, Trailer, HEADER_LEN};
 use sha2::{Digest, Sha256};
 
 use crate::budget::{self, megabytes, Budget, Verdict};
-use crate::cli::PackArgs;
+use crate::cli::{Arch, PackArgs};
 use crate::config::{self, PackOptions, ZipKind};
 use crate::lambda_zip;
 use crate::lint::{self, Elf, Lint};
 use crate::progress::Progress;
+use crate::stock;
 use crate::walk::{walk, Excludes, Walked};
 
 /// Chunk counts are multiples of this: the bootstrap decodes on 1, 2 or 3 threads
@@ -70,6 +71,7 @@ pub struct Packed {
     pub path: PathBuf,
     pub manifest: Manifest,
     pub id: [u8; 32],
+    pub arch: Arch,
     pub bootstrap_len: u64,
     pub payload_len: u64,
     pub level: i32,
@@ -97,7 +99,7 @@ impl Packed {
             "coldpack: packed {}\n\
              \x20 entries   {files} files, {dirs} directories, {symlinks} symlinks, {hardlinks} hardlinks\n\
              \x20 bytes     {bytes_in} in ({}) -> {bytes_out} out ({}), {:.1}% of the input, {} chunks at zstd level {}\n\
-             \x20 bootstrap {} bytes: stock bootstrap {} + payload {}\n",
+             \x20 bootstrap {} bytes: stock bootstrap for {} {} + payload {}\n",
             self.path.display(),
             megabytes(bytes_in),
             megabytes(bytes_out),
@@ -105,6 +107,7 @@ impl Packed {
             self.manifest.chunks.len(),
             self.level,
             self.file_len(),
+            self.arch.as_str(),
             self.bootstrap_len,
             self.payload_len,
         );
@@ -137,7 +140,6 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
         );
     }
     let inside = check_entrypoint(&options.dir, &options.entrypoint, &excludes)?;
-    let stock = stock_bootstrap(options.bootstrap.as_deref())?;
     let stage = progress.stage("walking", 0, false);
     let Walked {
         entries,
@@ -159,10 +161,14 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
 
     let total: u64 = entries.iter().map(|e| e.file_size()).sum();
     let elf = read_headers(&entries, &sources)?;
+    let arch = stock::choose_arch(options.arch, &elf, |i| {
+        String::from_utf8_lossy(&entries[i].path).into_owned()
+    })?;
+    let stock = stock_bootstrap(options.bootstrap.as_deref(), arch)?;
 
     let mut lints = Vec::new();
     match Elf::parse(&stock) {
-        Some(Elf { machine }) if machine == options.arch.elf_machine() => {}
+        Some(Elf { machine }) if machine == arch.elf_machine() => {}
         found => lints.push(Lint {
             error: true,
             message: format!(
@@ -173,11 +179,11 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
                     .map(|p| format!(" {}", p.display()))
                     .unwrap_or_default(),
                 found.map_or("no known machine".into(), |e| lint::machine_name(e.machine)),
-                options.arch.as_str()
+                arch.as_str()
             ),
         }),
     }
-    lints.extend(lint::lint_tree(&entries, &elf, options.arch, entrypoint));
+    lints.extend(lint::lint_tree(&entries, &elf, arch, entrypoint));
     let errors: Vec<&Lint> = lints.iter().filter(|l| l.error).collect();
     if !errors.is_empty() && !options.force {
         let list: Vec<String> = errors.iter().map(|l| l.message.clone()).collect();
@@ -285,6 +291,7 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
         path,
         manifest,
         id,
+        arch,
         bootstrap_len: stock.len() as u64,
         payload_len,
         level: options.level,
@@ -412,10 +419,10 @@ fn check_entrypoint(dir: &Path, entrypoint: &Path, excludes: &Excludes) -> Resul
     Ok(inside.to_vec())
 }
 
-/// The bootstrap to prepend: the one built into coldpack, or `--bootstrap`.
-fn stock_bootstrap(over: Option<&Path>) -> Result<Vec<u8>> {
+/// The bootstrap to prepend: the one built into coldpack for `arch`, or `--bootstrap`.
+fn stock_bootstrap(over: Option<&Path>, arch: Arch) -> Result<Vec<u8>> {
     let Some(path) = over else {
-        return Ok(crate::STOCK_BOOTSTRAP.to_vec());
+        return Ok(stock::bootstrap(arch)?.to_vec());
     };
     let bytes =
         fs::read(path).with_context(|| format!("cannot read --bootstrap {}", path.display()))?;
