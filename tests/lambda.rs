@@ -10,6 +10,8 @@
 //! on 127.0.0.1, every wait has a deadline, and every process is killed when its guard
 //! drops, so a failed assertion leaves nothing running.
 
+mod util;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use util::run_ok;
 
 /// What `build-tree.sh` writes into the greeting file the handler reads at init.
 const GREETING: &str = "Hello from a coldpacked runtime";
@@ -207,22 +210,26 @@ fn packed_bootstrap() -> &'static Path {
         }
         let tree = work.join("hello-tree");
         let out = work.join("task");
-        run(Command::new("bash")
-            .arg(repo().join("examples/hello/build-tree.sh"))
-            .arg(&tree));
-        run(Command::new(env!("CARGO_BIN_EXE_coldpack"))
-            .arg("pack")
-            .arg(&tree)
-            .args([
-                "--entrypoint",
-                "bin/handler",
-                "--name",
-                "hello",
-                "--level",
-                "3",
-            ])
-            .arg("-o")
-            .arg(&out));
+        run_ok(
+            Command::new("bash")
+                .arg(repo().join("examples/hello/build-tree.sh"))
+                .arg(&tree),
+        );
+        run_ok(
+            Command::new(env!("CARGO_BIN_EXE_coldpack"))
+                .arg("pack")
+                .arg(&tree)
+                .args([
+                    "--entrypoint",
+                    "bin/handler",
+                    "--name",
+                    "hello",
+                    "--level",
+                    "3",
+                ])
+                .arg("-o")
+                .arg(&out),
+        );
         out.join("bootstrap")
     })
 }
@@ -620,19 +627,6 @@ fn repo() -> &'static Path {
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().unwrap().port()
-}
-
-fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 fn wait_until(what: &str, condition: impl FnMut() -> bool) {

@@ -155,10 +155,18 @@ impl Machine {
                 "CARGO_ENCODED_RUSTFLAGS",
                 rustflags(workspace, target_dir).join("\x1f"),
             );
-        if let Toolchain::Cross { rustc, gcc_prefix } = toolchain {
-            let upper = self.triple.to_uppercase().replace('-', "_");
-            let lower = self.triple.replace('-', "_");
-            command
+        toolchain.apply(self, &mut command);
+        command
+    }
+}
+
+impl Toolchain {
+    /// Points `cargo` (or a script that runs it) at this toolchain for `machine`.
+    pub fn apply(&self, machine: &Machine, cargo: &mut Command) {
+        if let Toolchain::Cross { rustc, gcc_prefix } = self {
+            let upper = machine.triple.to_uppercase().replace('-', "_");
+            let lower = machine.triple.replace('-', "_");
+            cargo
                 .env("RUSTC", rustc)
                 .env(
                     format!("CARGO_TARGET_{upper}_LINKER"),
@@ -167,7 +175,6 @@ impl Machine {
                 .env(format!("CC_{lower}"), format!("{gcc_prefix}-gcc"))
                 .env(format!("AR_{lower}"), format!("{gcc_prefix}-ar"));
         }
-        command
     }
 }
 
@@ -185,7 +192,7 @@ fn rustflags(workspace: &Path, target_dir: &Path) -> Vec<String> {
 }
 
 /// Where cargo keeps the registry's sources, whose paths rustc sees for dependencies.
-fn cargo_home() -> PathBuf {
+pub fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
