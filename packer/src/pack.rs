@@ -1,9 +1,9 @@
 //! `coldpack pack`: from a runtime directory to `OUT-DIR/bootstrap`.
 //!
 //! Everything that can be refused is checked before OUT-DIR is touched (the tree, the
-//! entrypoint, the arguments, the machine and its stock bootstrap); the output is written to a
-//! temporary name in OUT-DIR and renamed over `bootstrap` only when complete, so a
-//! failed pack leaves nothing half-written.
+//! entrypoint, the arguments, the machine and its stock bootstrap); the output is
+//! written to a temporary name in OUT-DIR and renamed over `bootstrap` only when
+//! complete, so a failed pack leaves nothing half-written.
 //!
 //! Contents are cut into chunks (see [`chunk_lengths`]) of the data stream,
 //! each compressed on its own (in parallel) so that the bootstrap can decode them on

@@ -284,10 +284,10 @@ fn cannot_start(bootstrap: &Path, err: std::io::Error) -> anyhow::Error {
         .ok()
         .and_then(|_| Elf::parse(&head))
         .map(|elf| elf.machine);
-    let foreign = [(Arch::Arm64, "aarch64"), (Arch::X86_64, "x86_64")]
+    let emulated = [(Arch::Arm64, "aarch64"), (Arch::X86_64, "x86_64")]
         .into_iter()
         .find(|(arch, _)| Some(arch.elf_machine()) == machine);
-    match foreign {
+    match emulated {
         Some((arch, qemu)) if err.raw_os_error() == Some(ENOEXEC) => anyhow!(
             "cannot start {}: it is built for {} and this machine runs it only under emulation, \
              which is not registered: install qemu-user-static and binfmt-support, then as root \
