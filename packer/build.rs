@@ -70,7 +70,7 @@ fn build(
     workspace: &Path,
     out_dir: &Path,
 ) -> (Vec<u8>, String) {
-    let target_dir = out_dir.join("bootstrap-build");
+    let target_dir = nested_target_dir(out_dir);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = machine
         .build_command(&cargo, workspace, &target_dir, toolchain)
@@ -102,6 +102,21 @@ fn build(
                 ),
             )
         }
+    }
+}
+
+/// Where the nested builds go: beside the outer build's `build/` directory when OUT_DIR
+/// has cargo's layout (`.../PROFILE/build/coldpack-HASH/out`), so that `cargo test` and
+/// `cargo clippy`, whose runs of this script get different OUT_DIRs, share one nested
+/// build instead of making two (the nested cargo locks it while it builds); inside
+/// OUT_DIR otherwise.
+fn nested_target_dir(out_dir: &Path) -> PathBuf {
+    let build = out_dir.parent().and_then(Path::parent);
+    match (build, out_dir.ancestors().nth(3)) {
+        (Some(build), Some(profile)) if build.file_name() == Some("build".as_ref()) => {
+            profile.join("coldpack-bootstrap")
+        }
+        _ => out_dir.join("bootstrap-build"),
     }
 }
 
