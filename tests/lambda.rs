@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use util::run_ok;
+use util::run_ok as run;
 
 /// What `build-tree.sh` writes into the greeting file the handler reads at init.
 const GREETING: &str = "Hello from a coldpacked runtime";
@@ -210,26 +210,22 @@ fn packed_bootstrap() -> &'static Path {
         }
         let tree = work.join("hello-tree");
         let out = work.join("task");
-        run_ok(
-            Command::new("bash")
-                .arg(repo().join("examples/hello/build-tree.sh"))
-                .arg(&tree),
-        );
-        run_ok(
-            Command::new(env!("CARGO_BIN_EXE_coldpack"))
-                .arg("pack")
-                .arg(&tree)
-                .args([
-                    "--entrypoint",
-                    "bin/handler",
-                    "--name",
-                    "hello",
-                    "--level",
-                    "3",
-                ])
-                .arg("-o")
-                .arg(&out),
-        );
+        run(Command::new("bash")
+            .arg(repo().join("examples/hello/build-tree.sh"))
+            .arg(&tree));
+        run(Command::new(env!("CARGO_BIN_EXE_coldpack"))
+            .arg("pack")
+            .arg(&tree)
+            .args([
+                "--entrypoint",
+                "bin/handler",
+                "--name",
+                "hello",
+                "--level",
+                "3",
+            ])
+            .arg("-o")
+            .arg(&out));
         out.join("bootstrap")
     })
 }
