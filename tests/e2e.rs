@@ -27,16 +27,6 @@ fn packed_fixture(extra: &[&str]) -> (Sandbox, std::path::PathBuf, std::path::Pa
     (sandbox, src, bootstrap)
 }
 
-fn extracted_root(cache: &Path) -> std::path::PathBuf {
-    let mut trees: Vec<_> = fs::read_dir(cache)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.to_string_lossy().contains(".trash-"))
-        .collect();
-    assert_eq!(trees.len(), 1, "exactly one tree in the cache: {trees:?}");
-    trees.pop().unwrap()
-}
-
 #[test]
 fn cold_start_extracts_the_tree_exactly_and_execs_the_entrypoint() {
     let (sandbox, src, bootstrap) = packed_fixture(&[]);

@@ -10,6 +10,8 @@
 //! on 127.0.0.1, every wait has a deadline, and every process is killed when its guard
 //! drops, so a failed assertion leaves nothing running.
 
+mod util;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use util::run_ok as run;
 
 /// What `build-tree.sh` writes into the greeting file the handler reads at init.
 const GREETING: &str = "Hello from a coldpacked runtime";
@@ -628,19 +631,6 @@ fn repo() -> &'static Path {
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().unwrap().port()
-}
-
-fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 fn wait_until(what: &str, condition: impl FnMut() -> bool) {

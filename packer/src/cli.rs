@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// intact, into a `bootstrap` that extracts it into /tmp (or reuses an earlier copy)
 /// and execs it.
 #[derive(Debug, Parser)]
-#[command(name = "coldpack", version, max_term_width = 100)]
+#[command(name = "coldpack", version = crate::stock::VERSION, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -43,8 +43,7 @@ named by --config, else the one next to DIR (in DIR's parent directory), else
 
 Examples:
   coldpack pack runtime --entrypoint bin/python3 --arg -m --arg app -o out --zip
-  coldpack pack runtime --entrypoint bin/node --arg app.js -o out --layer --arch arm64 \\
-      --bootstrap bootstrap-aarch64";
+  coldpack pack runtime --entrypoint bin/node --arg app.js -o out --layer --arch arm64";
 
 const RUN_AFTER_HELP: &str = "\
 The task root and cache directory are temporary and removed afterwards unless --keep is
@@ -94,8 +93,8 @@ pub struct PackArgs {
     #[arg(short = 'o', long = "out", value_name = "OUT-DIR")]
     pub out: Option<PathBuf>,
 
-    /// Use this stock bootstrap instead of the one built into coldpack (e.g. one
-    /// built for aarch64).
+    /// Use this stock bootstrap instead of the one built into coldpack (`coldpack
+    /// --version` lists the machines it carries one for).
     #[arg(long, value_name = "PATH")]
     pub bootstrap: Option<PathBuf>,
 
@@ -110,7 +109,8 @@ pub struct PackArgs {
     pub layer: bool,
 
     /// The function's architecture: ELF files of another machine are reported, and
-    /// the bootstrap and entrypoint must match it [default: x86_64].
+    /// the bootstrap and entrypoint must match it [default: the machine the tree's ELF
+    /// files are built for; x86_64 when it has none].
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
 

@@ -79,7 +79,8 @@ pub struct PackOptions {
     pub out: PathBuf,
     pub bootstrap: Option<PathBuf>,
     pub zip: Option<ZipKind>,
-    pub arch: Arch,
+    /// `None`: the tree's ELF files decide (see [`crate::stock::choose_arch`]).
+    pub arch: Option<Arch>,
     pub ephemeral_storage_mb: u64,
     pub exclude: Vec<String>,
     /// Bytes of code storage coldpack may fill.
@@ -105,7 +106,7 @@ impl PackOptions {
             out: out.to_owned(),
             bootstrap: None,
             zip: None,
-            arch: Arch::X86_64,
+            arch: None,
             ephemeral_storage_mb: DEFAULT_EPHEMERAL_STORAGE_MB,
             exclude: Vec::new(),
             task_budget: DEFAULT_TASK_BUDGET,
@@ -219,7 +220,7 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
             .clone()
             .or_else(|| from_file(&file.bootstrap)),
         zip,
-        arch: args.arch.or(file.arch).unwrap_or(Arch::X86_64),
+        arch: args.arch.or(file.arch),
         ephemeral_storage_mb,
         exclude,
         task_budget,

@@ -22,14 +22,19 @@ pub mod progress;
 pub mod resolve;
 pub mod run;
 pub mod split;
+pub mod stock;
 pub mod task_part;
 pub mod walk;
 pub mod work;
 
 use std::sync::Mutex;
 
-/// The static bootstrap built by `build.rs`, carried inside `coldpack`.
-pub const STOCK_BOOTSTRAP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bootstrap"));
+/// The static x86_64 bootstrap built by `build.rs`, carried inside `coldpack`.
+pub const STOCK_BOOTSTRAP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bootstrap-x86_64"));
+/// The static arm64 one: empty when `coldpack` was built without the aarch64 cross
+/// toolchain ([`stock::bootstrap`] then says what to install).
+pub const STOCK_BOOTSTRAP_ARM64: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/bootstrap-arm64"));
 
 /// Runs `job(i)` for `i` in `0..count` on all cores, keeping results in order.
 pub fn parallel_map<T: Send>(

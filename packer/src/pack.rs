@@ -26,11 +26,12 @@ use coldpack_bootstrap::space::Need;
 use coldpack_bootstrap::task::{self, TaskIndex};
 
 use crate::budget::{self, counted, mebibytes, Budget, Sizes, Verdict};
-use crate::cli::PackArgs;
+use crate::cli::{Arch, PackArgs};
 use crate::compat;
 use crate::compress;
+use crate::stock;
 use crate::config::{self, PackOptions, ZipKind};
-use crate::head::{self, Head};
+use crate::head;
 use crate::lambda_zip;
 use crate::lint::{self, Elf, Lint};
 use crate::progress::Progress;
@@ -64,6 +65,8 @@ pub struct Packed {
     pub task_dir: Option<PathBuf>,
     pub saved_nanos: u64,
     pub id: [u8; 32],
+    /// The machine the stock bootstrap is built for.
+    pub arch: Arch,
     pub bootstrap_len: u64,
     pub payload_len: u64,
     pub level: i32,
@@ -115,12 +118,13 @@ impl Packed {
         );
         out.push_str(&split_lines(self, extracted.len(), extracted_bytes));
         out.push_str(&format!(
-            "  payload   {} -> {}, {} at zstd level {}\n  bootstrap {} bytes: stock bootstrap {} + payload {}\n",
+            "  payload   {} -> {}, {} at zstd level {}\n  bootstrap {} bytes: stock bootstrap for {} {} + payload {}\n",
             mebibytes(extracted_bytes),
             mebibytes(bytes_out),
             counted(self.manifest.chunks.len(), "chunk", "chunks"),
             self.level,
             self.file_len(),
+            self.arch.as_str(),
             self.bootstrap_len,
             self.payload_len,
         ));
@@ -176,7 +180,6 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
     let keep_in_tmp = Globs::new(&options.keep_in_tmp, "--keep-in-tmp")?;
     let target = entrypoint_target(options, &launch, &excludes)?;
     let skip = output_inside(options)?;
-    let stock = stock_bootstrap(options.bootstrap.as_deref())?;
     let stage = progress.stage("walking", 0, false);
     let walked = walk(&options.dir, &excludes, skip.as_deref())?;
     stage.finish(format!(
@@ -195,7 +198,12 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
             )
         })?;
     let heads = head::read_heads(&walked.entries, &walked.sources)?;
-    let warnings = lint(options, &launch, &walked, &heads, &stock, entrypoint)?;
+    let elf: Vec<Option<Elf>> = heads.iter().map(|h| h.elf).collect();
+    let arch = stock::choose_arch(options.arch, &elf, |i| {
+        String::from_utf8_lossy(&walked.entries[i].path).into_owned()
+    })?;
+    let stock = stock_bootstrap(options.bootstrap.as_deref(), arch)?;
+    let warnings = lint(options, arch, &launch, &walked, &elf, &stock, entrypoint)?;
     let rules = Rules {
         budget: options.task_budget,
         keep_in_tmp: &keep_in_tmp,
@@ -211,7 +219,7 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
     );
     let task = task_part::stage(&split.task, &options.out)?;
     let built = build(&launch, &split, &task.index, options.level, progress)?;
-    let mut packed = assemble_and_write(options, &launch, &stock, built, task)?;
+    let mut packed = assemble_and_write(options, &launch, (&stock, arch), built, task)?;
     packed.walked = walked.entries;
     packed.saved_nanos = split.saved_nanos;
     packed.warnings = [warnings, std::mem::take(&mut packed.warnings)].concat();
@@ -222,7 +230,7 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
 fn assemble_and_write(
     options: &PackOptions,
     launch: &Launch,
-    stock: &[u8],
+    (stock, arch): (&[u8], Arch),
     built: Built,
     task: Staged,
 ) -> Result<Packed> {
@@ -260,6 +268,7 @@ fn assemble_and_write(
         task_dir: written.task_dir,
         saved_nanos: 0,
         id,
+        arch,
         bootstrap_len: stock.len() as u64,
         payload_len,
         level: options.level,
@@ -409,21 +418,22 @@ fn write_output(
 /// The lints of the walked tree: errors stop the pack unless `--force`; warnings come
 /// back. Entries their owner cannot read or search stop it whatever `--force` says:
 /// the bootstrap could neither check nor remove such a tree.
+#[allow(clippy::too_many_arguments)]
 fn lint(
     options: &PackOptions,
+    arch: Arch,
     launch: &Launch,
     walked: &Walked,
-    heads: &[Head],
+    elf: &[Option<Elf>],
     stock: &[u8],
     entrypoint: usize,
 ) -> Result<Vec<String>> {
     if let Some(refusal) = lint::owner_locked(&walked.entries) {
         bail!("{refusal}");
     }
-    let elf: Vec<Option<Elf>> = heads.iter().map(|h| h.elf).collect();
     let mut lints = Vec::new();
     match Elf::parse(stock) {
-        Some(Elf { machine }) if machine == options.arch.elf_machine() => {}
+        Some(Elf { machine }) if machine == arch.elf_machine() => {}
         found => lints.push(Lint {
             error: true,
             message: format!(
@@ -434,14 +444,14 @@ fn lint(
                     .map(|p| format!(" {}", p.display()))
                     .unwrap_or_default(),
                 found.map_or("no known machine".into(), |e| lint::machine_name(e.machine)),
-                options.arch.as_str()
+                arch.as_str()
             ),
         }),
     }
     lints.extend(lint::lint_tree(
         &walked.entries,
-        &elf,
-        options.arch,
+        elf,
+        arch,
         Some(entrypoint),
     ));
     let target = compat::Target {
@@ -449,7 +459,7 @@ fn lint(
         entrypoint: &walked.entries[entrypoint].path,
         env: &launch.env,
         runtime: options.runtime,
-        arch: options.arch,
+        arch,
     };
     let tree = compat::tree_from_walk(&walked.entries, &walked.sources);
     let findings = compat::check(&tree, &target)?;
@@ -597,10 +607,10 @@ fn output_inside(options: &PackOptions) -> Result<Option<Vec<u8>>> {
     }
 }
 
-/// The bootstrap to prepend: the one built into coldpack, or `--bootstrap`.
-fn stock_bootstrap(over: Option<&Path>) -> Result<Vec<u8>> {
+/// The bootstrap to prepend: the one built into coldpack for `arch`, or `--bootstrap`.
+fn stock_bootstrap(over: Option<&Path>, arch: Arch) -> Result<Vec<u8>> {
     let Some(path) = over else {
-        return Ok(crate::STOCK_BOOTSTRAP.to_vec());
+        return Ok(stock::bootstrap(arch)?.to_vec());
     };
     let bytes =
         fs::read(path).with_context(|| format!("cannot read --bootstrap {}", path.display()))?;

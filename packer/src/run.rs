@@ -38,6 +38,7 @@ use serde_json::Value;
 use crate::cli::{Arch, RunArgs};
 use crate::compat;
 use host::{Hidden, Isolation};
+use crate::lint::Elf;
 
 /// The Runtime API server of the end-to-end tests.
 const RUNTIME_API_PY: &str = include_str!("../../tests/support/runtime_api.py");
@@ -417,7 +418,7 @@ fn start(
     let started = Instant::now();
     let mut child = command
         .spawn()
-        .with_context(|| format!("cannot start {}", place.bootstrap().display()))?;
+        .map_err(|e| cannot_start(&place.bootstrap(), e))?;
     let report = relay_stderr(&mut child);
 
     let answer = match (api, event) {
@@ -479,6 +480,33 @@ fn start(
         answer,
         timed_out,
     })
+}
+
+/// Why `bootstrap` did not start, in one line. The kernel refuses an executable of
+/// another machine with ENOEXEC unless binfmt_misc hands it to an emulator: say how to
+/// register one.
+fn cannot_start(bootstrap: &Path, err: std::io::Error) -> anyhow::Error {
+    const ENOEXEC: i32 = 8;
+    let mut head = Vec::with_capacity(64);
+    let machine = File::open(bootstrap)
+        .and_then(|f| f.take(64).read_to_end(&mut head))
+        .ok()
+        .and_then(|_| Elf::parse(&head))
+        .map(|elf| elf.machine);
+    let emulated = [(Arch::Arm64, "aarch64"), (Arch::X86_64, "x86_64")]
+        .into_iter()
+        .find(|(arch, _)| Some(arch.elf_machine()) == machine);
+    match emulated {
+        Some((arch, qemu)) if err.raw_os_error() == Some(ENOEXEC) => anyhow!(
+            "cannot start {}: it is built for {} and this machine runs it only under emulation, \
+             which is not registered: install qemu-user-static and binfmt-support, then as root \
+             `update-binfmts --enable qemu-{qemu}` (after `mount -t binfmt_misc binfmt_misc \
+             /proc/sys/fs/binfmt_misc` if that directory is empty)",
+            bootstrap.display(),
+            arch.as_str()
+        ),
+        _ => anyhow!("cannot start {}: {err}", bootstrap.display()),
+    }
 }
 
 /// Echoes the child's stderr as it comes and hands back the bootstrap's report line.

@@ -433,6 +433,32 @@ pub fn compare_walked(want: &BTreeMap<Vec<u8>, Seen>, actual: &Path) -> Vec<Stri
     differences
 }
 
+/// The one extracted tree in `cache` (leftovers being moved aside do not count).
+pub fn extracted_root(cache: &Path) -> PathBuf {
+    let mut trees: Vec<_> = fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.to_string_lossy().contains(".trash-"))
+        .collect();
+    assert_eq!(trees.len(), 1, "exactly one tree in the cache: {trees:?}");
+    trees.pop().unwrap()
+}
+
+/// Runs `command`, which must succeed; its output otherwise goes into the failure.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
+}
+
 /// The names in a directory, sorted.
 pub fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
