@@ -106,14 +106,20 @@ fn arm64_tree(root: &Path) {
     set_mtimes(root);
 }
 
-/// Packs the arm64 fixture tree, `--arch` left to the tree; returns (sandbox, source
-/// dir, bootstrap path, pack's stderr).
+/// Packs the arm64 fixture tree, `--arch` left to the tree, with nothing kept in the
+/// deployment, so every entry goes through the aarch64 bootstrap's extraction;
+/// returns (sandbox, source dir, bootstrap path, pack's stderr).
 fn packed_arm64(extra: &[&str]) -> (Sandbox, PathBuf, PathBuf, String) {
     let sandbox = Sandbox::new();
     let src = sandbox.path("runtime");
     arm64_tree(&src);
     let out = sandbox.path("out");
-    let packed = pack(&src, "bin/entry", &out, extra);
+    let packed = pack(
+        &src,
+        "bin/entry",
+        &out,
+        &[&["--task-budget", "0"], extra].concat(),
+    );
     (sandbox, src, out.join("bootstrap"), text(&packed.stderr))
 }
 
@@ -210,7 +216,12 @@ fn arm64_tree_packs_to_a_static_aarch64_bootstrap_and_zips() {
     assert!(zipped.stdout == bytes, "function.zip carries the bootstrap");
 
     let out = sandbox.path("out-layer");
-    pack(&sandbox.path("runtime"), "bin/entry", &out, &["--layer"]);
+    pack(
+        &sandbox.path("runtime"),
+        "bin/entry",
+        &out,
+        &["--layer", "--task-budget", "0"],
+    );
     let layered = run_ok(
         Command::new("unzip")
             .arg("-p")

@@ -29,7 +29,6 @@ use crate::budget::{self, counted, mebibytes, Budget, Sizes, Verdict};
 use crate::cli::{Arch, PackArgs};
 use crate::compat;
 use crate::compress;
-use crate::stock;
 use crate::config::{self, PackOptions, ZipKind};
 use crate::head;
 use crate::lambda_zip;
@@ -37,6 +36,7 @@ use crate::lint::{self, Elf, Lint};
 use crate::progress::Progress;
 use crate::resolve::{self, resolve};
 use crate::split::{self, Rules, Split};
+use crate::stock;
 use crate::task_part::{self, Staged};
 use crate::walk::{self, walk, Globs, Walked};
 
