@@ -13,6 +13,7 @@ use coldpack_bootstrap::task::{self, TaskIndex};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::budget::counted;
 use crate::cli::InspectArgs;
 use crate::task_part;
 use crate::work;
@@ -155,26 +156,42 @@ pub fn cmd_inspect(args: &InspectArgs) -> Result<()> {
         "  payload     sha256 {} (format {FORMAT_VERSION})",
         hex(&payload.id)
     );
+    let n = |value: &serde_json::Value| value.as_u64().unwrap_or(0) as usize;
     let (e, t, x) = (
         &summary["entries"],
         &summary["task_part"],
         &summary["extract"],
     );
-    println!(
-        "  kept        {} entries ({} files, {} bytes) in the deployment, {}: about {} ms less per cold start",
-        t["entries"], t["files"], t["bytes"], t["dir"].as_str().unwrap_or(""), summary["work_saved_ms"]
-    );
+    if n(&t["entries"]) == 0 {
+        println!("  kept        nothing in the deployment");
+    } else {
+        println!(
+            "  kept        {} ({}, {} bytes) in the deployment, {}: about {} ms less per cold start",
+            counted(n(&t["entries"]), "entry", "entries"),
+            counted(n(&t["files"]), "file", "files"),
+            t["bytes"],
+            t["dir"].as_str().unwrap_or(""),
+            summary["work_saved_ms"]
+        );
+    }
     if opened.manifest.is_direct() {
         println!("  extract     nothing: the whole tree is in the deployment");
     } else {
         println!(
-            "  extract     {} entries, {} bytes: {} files, {} directories, {} symlinks, {} hardlinks, {} links into the deployment",
-            x["entries"], x["bytes"], e["files"], e["directories"], e["symlinks"], e["hardlinks"], e["task_links"]
+            "  extract     {}, {} bytes: {}, {}, {}, {}, {} into the deployment",
+            counted(n(&x["entries"]), "entry", "entries"),
+            x["bytes"],
+            counted(n(&e["files"]), "file", "files"),
+            counted(n(&e["directories"]), "directory", "directories"),
+            counted(n(&e["symlinks"]), "symlink", "symlinks"),
+            counted(n(&e["hardlinks"]), "hardlink", "hardlinks"),
+            counted(n(&e["task_links"]), "link", "links"),
         );
     }
     println!(
-        "  contents    {} compressed in {} chunks",
-        summary["compressed_bytes"], summary["chunks"]
+        "  contents    {} compressed in {}",
+        summary["compressed_bytes"],
+        counted(n(&summary["chunks"]), "chunk", "chunks")
     );
     println!(
         "  file        bootstrap {} bytes + payload {} bytes",
