@@ -139,10 +139,21 @@ fn prepare(started: Instant, config: &Config) -> Result<Ready> {
     }
     let cache = Cache::new(&config.cache_dir, &launch.name, &payload.id, &task_dir);
     let _lock = cache.lock()?;
+    reuse_or_extract(&payload, &cache, &task_dir, &log)?;
+    Ok(Ready {
+        _hold: Some(cache.hold()?),
+        root: cache.root,
+        launch,
+    })
+}
 
+/// Under the lock: reuse the tree an earlier init left if its marker and the chosen
+/// check say it is intact, otherwise extract it afresh.
+fn reuse_or_extract(payload: &Payload, cache: &Cache, task_dir: &Path, log: &Log) -> Result<()> {
+    let level = log.config.verify;
     let mut manifest = None;
     let verdict = cache.check_marker().and_then(|published| {
-        if config.verify == Level::Marker {
+        if level == Level::Marker {
             return Ok(());
         }
         let m = manifest.insert(payload.manifest().map_err(|e| e.to_string())?);
@@ -152,32 +163,31 @@ fn prepare(started: Instant, config: &Config) -> Result<Ready> {
             root_name: cache.root_name(),
             watermark: published,
         };
-        verify::check_tree(&tree, m, config.verify)
+        verify::check_tree(&tree, m, level)
     });
-    match verdict {
+    let why = match verdict {
         Ok(()) => {
             cache.remove_leftovers();
-            let reason = format!("intact copy ({} check)", config.verify.as_str());
-            log.line("reuse", &reason, &[]);
+            log.line(
+                "reuse",
+                &format!("intact copy ({} check)", level.as_str()),
+                &[],
+            );
+            return Ok(());
         }
-        Err(why) => {
-            let manifest = match manifest {
-                Some(m) => m,
-                None => payload.manifest()?,
-            };
-            let stats = extract_fresh(&payload, &manifest, &cache, &task_dir)?;
-            let fields = [
-                ("threads", Value::Number(stats.threads as u64)),
-                ("resumed", Value::Number(stats.resumed as u64)),
-            ];
-            log.line("extract", &why, &fields);
-        }
-    }
-    Ok(Ready {
-        _hold: Some(cache.hold()?),
-        root: cache.root,
-        launch,
-    })
+        Err(why) => why,
+    };
+    let manifest = match manifest {
+        Some(m) => m,
+        None => payload.manifest()?,
+    };
+    let stats = extract_fresh(payload, &manifest, cache, task_dir)?;
+    let fields = [
+        ("threads", Value::Number(stats.threads as u64)),
+        ("resumed", Value::Number(stats.resumed as u64)),
+    ];
+    log.line("extract", &why, &fields);
+    Ok(())
 }
 
 /// The cold path, under the lock: check the task part, clear away leftovers, check
