@@ -148,31 +148,7 @@ pub fn split(
     let mut whole = qualifying(walked, rules);
     let blocked = holds_entrypoint(entries, rules.entrypoint);
     propagate_whole(entries, &mut whole);
-    let files: Vec<usize> = (0..entries.len())
-        .filter(|&i| whole[i] && matches!(entries[i].kind, EntryKind::File { .. }))
-        .collect();
-    let all: u64 = entries.iter().map(Entry::file_size).sum();
-    let keep_all_raw = rules.bootstrap_len + all + entries.len() as u64 * INDEX_BYTES;
-    let mut estimates = vec![0; entries.len()];
-    let mut payload: u64 = entries.len() as u64 * MANIFEST_BYTES;
-    if rules.budget > 0 && keep_all_raw > rules.budget {
-        // Near the budget, what each file would take in the payload matters.
-        for (&index, size) in files.iter().zip(estimate(&files)?) {
-            estimates[index] = size;
-        }
-        let others: u64 = (0..entries.len())
-            .filter(|&i| !whole[i])
-            .map(|i| entries[i].file_size())
-            .sum();
-        payload += others + estimates.iter().sum::<u64>();
-    } else {
-        // Everything fits as it is (or nothing may be kept): the payload is counted
-        // at full size, so a file kept saves all of it there.
-        for &index in &files {
-            estimates[index] = entries[index].file_size();
-        }
-        payload += all;
-    }
+    let (estimates, payload) = payload_estimate(entries, &whole, rules, estimate)?;
     let sums = subtree_sums(entries, &estimates);
     let candidate = |i: usize| -> bool {
         whole[i]
@@ -202,6 +178,42 @@ pub fn split(
     }
     let chosen = choose(entries, &sums, &mirror, available, candidate);
     Ok(build(walked, &chosen, &mirrorable, &sums))
+}
+
+/// What each qualifying file would take in the payload, and what the whole payload
+/// would take if nothing were kept.
+fn payload_estimate(
+    entries: &[Entry],
+    whole: &[bool],
+    rules: &Rules,
+    estimate: impl FnOnce(&[usize]) -> Result<Vec<u64>>,
+) -> Result<(Vec<u64>, u64)> {
+    let files: Vec<usize> = (0..entries.len())
+        .filter(|&i| whole[i] && matches!(entries[i].kind, EntryKind::File { .. }))
+        .collect();
+    let all: u64 = entries.iter().map(Entry::file_size).sum();
+    let keep_all_raw = rules.bootstrap_len + all + entries.len() as u64 * INDEX_BYTES;
+    let mut estimates = vec![0; entries.len()];
+    let mut payload: u64 = entries.len() as u64 * MANIFEST_BYTES;
+    if rules.budget > 0 && keep_all_raw > rules.budget {
+        // Near the budget, what each file would take in the payload matters.
+        for (&index, size) in files.iter().zip(estimate(&files)?) {
+            estimates[index] = size;
+        }
+        let others: u64 = (0..entries.len())
+            .filter(|&i| !whole[i])
+            .map(|i| entries[i].file_size())
+            .sum();
+        payload += others + estimates.iter().sum::<u64>();
+    } else {
+        // Everything fits as it is (or nothing may be kept): the payload is counted
+        // at full size, so a file kept saves all of it there.
+        for &index in &files {
+            estimates[index] = entries[index].file_size();
+        }
+        payload += all;
+    }
+    Ok((estimates, payload))
 }
 
 /// Whether each entry qualifies by itself: see the module's documentation.
@@ -299,6 +311,38 @@ fn subtree_sums(entries: &[Entry], estimates: &[u64]) -> Vec<Sums> {
     sums
 }
 
+/// The largest candidates to start from: the root if it is one, else the highest
+/// candidates below it.
+fn highest_candidates(
+    entries: &[Entry],
+    children: &[Vec<usize>],
+    candidate: &impl Fn(usize) -> bool,
+    sums: &[Sums],
+) -> BinaryHeap<Candidate> {
+    let mut heap = BinaryHeap::new();
+    let mut roots = vec![0];
+    while let Some(index) = roots.pop() {
+        if candidate(index) {
+            heap.push(Candidate {
+                index,
+                sums: sums[index],
+            });
+            continue;
+        }
+        for &child in &children[index] {
+            if candidate(child) {
+                heap.push(Candidate {
+                    index: child,
+                    sums: sums[child],
+                });
+            } else if entries[child].kind == EntryKind::Dir {
+                roots.push(child);
+            }
+        }
+    }
+    heap
+}
+
 /// What `choose` picked.
 struct Chosen {
     /// Entries kept whole, each reached through one link.
@@ -330,13 +374,10 @@ fn choose(
             |&at| (at != 0).then(|| entries[at].parent as usize),
         )
     };
-    let mut heap = BinaryHeap::new();
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); entries.len()];
     for index in 1..entries.len() {
         children[entries[index].parent as usize].push(index);
     }
-    // Start from the largest candidates: the root if it is one, else the highest
-    // candidates below it.
     let offer = |index: usize, heap: &mut BinaryHeap<Candidate>| {
         if candidate(index) {
             heap.push(Candidate {
@@ -345,20 +386,7 @@ fn choose(
             });
         }
     };
-    let mut roots = vec![0];
-    while let Some(index) = roots.pop() {
-        if candidate(index) {
-            offer(index, &mut heap);
-            continue;
-        }
-        for &child in &children[index] {
-            if candidate(child) {
-                offer(child, &mut heap);
-            } else if entries[child].kind == EntryKind::Dir {
-                roots.push(child);
-            }
-        }
-    }
+    let mut heap = highest_candidates(entries, &children, &candidate, sums);
     while let Some(best) = heap.pop() {
         let copies: u64 = ancestors(best.index)
             .filter(|&dir| !mirrored[dir])
@@ -424,28 +452,36 @@ fn build(walked: &Walked, chosen: &Chosen, mirrorable: &[bool], sums: &[Sums]) -
         split.sources.push(walked.sources[index].clone());
     }
     split.in_deployment = in_task.clone();
-    // The task part keeps the tree's layout: the directories above a kept entry are
-    // there too, as plain directories.
+    split.task = task_part(walked, in_task);
+    split
+}
+
+/// The task part's entries, sorted by path: everything reached in the deployment and,
+/// since it keeps the tree's layout, the directories above, as plain directories.
+fn task_part(walked: &Walked, mut in_task: Vec<bool>) -> Vec<(TaskEntry, PathBuf)> {
+    let entries = &walked.entries;
     for index in (1..entries.len()).rev() {
         if in_task[index] {
             in_task[entries[index].parent as usize] = true;
         }
     }
-    for index in (1..entries.len()).filter(|&i| in_task[i]) {
-        let entry = &entries[index];
-        let dir = entry.kind == EntryKind::Dir;
-        let task_entry = TaskEntry {
-            path: entry.path.clone(),
-            dir,
-            mode: deployed_mode(entry).unwrap_or(0o755),
-            mtime: entry.mtime,
-            size: entry.file_size(),
-            sha256: [0; 32],
-        };
-        split.task.push((task_entry, walked.sources[index].clone()));
-    }
-    split.task.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-    split
+    let mut task: Vec<(TaskEntry, PathBuf)> = (1..entries.len())
+        .filter(|&i| in_task[i])
+        .map(|index| {
+            let entry = &entries[index];
+            let task_entry = TaskEntry {
+                path: entry.path.clone(),
+                dir: entry.kind == EntryKind::Dir,
+                mode: deployed_mode(entry).unwrap_or(0o755),
+                mtime: entry.mtime,
+                size: entry.file_size(),
+                sha256: [0; 32],
+            };
+            (task_entry, walked.sources[index].clone())
+        })
+        .collect();
+    task.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    task
 }
 
 #[cfg(test)]
