@@ -140,9 +140,15 @@ pub fn cmd_inspect(args: &InspectArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
+    print_summary(&opened, &summary);
+    Ok(())
+}
+
+/// `inspect`'s text: the launch section, then the split and the sizes.
+fn print_summary(opened: &Opened, summary: &serde_json::Value) {
     let Opened {
         payload, launch, ..
-    } = &opened;
+    } = opened;
     println!("{}", payload.path().display());
     println!("  name        {}", launch.name);
     println!("  entrypoint  {}", lossy(&launch.entrypoint));
@@ -198,7 +204,6 @@ pub fn cmd_inspect(args: &InspectArgs) -> Result<()> {
         payload.offset,
         payload.byte_len()
     );
-    Ok(())
 }
 
 pub fn cmd_verify(args: &InspectArgs) -> Result<()> {
