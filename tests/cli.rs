@@ -1131,3 +1131,29 @@ fn docs_commands_run() {
         }
     }
 }
+
+/// A reader that goes away (`coldpack inspect OUT | head -1`) ends the command quietly:
+/// no panic, no error line, exit 0.
+#[test]
+fn a_closed_stdout_ends_inspect_quietly() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("runtime");
+    small_tree(&src);
+    let out = sandbox.path("out");
+    succeeded(&try_pack(&src, &out, &[]));
+    let mut child = coldpack()
+        .arg("inspect")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && stderr.is_empty(),
+        "{stderr}"
+    );
+}

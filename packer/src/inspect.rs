@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::budget::counted;
 use crate::cli::InspectArgs;
+use crate::out;
 use crate::task_part;
 use crate::work;
 
@@ -137,28 +138,27 @@ pub fn cmd_inspect(args: &InspectArgs) -> Result<()> {
     let opened = open(&args.target)?;
     let summary = summary(&opened);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        out!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
-    print_summary(&opened, &summary);
-    Ok(())
+    print_summary(&opened, &summary)
 }
 
 /// `inspect`'s text: the launch section, then the split and the sizes.
-fn print_summary(opened: &Opened, summary: &serde_json::Value) {
+fn print_summary(opened: &Opened, summary: &serde_json::Value) -> Result<()> {
     let Opened {
         payload, launch, ..
     } = opened;
-    println!("{}", payload.path().display());
-    println!("  name        {}", launch.name);
-    println!("  entrypoint  {}", lossy(&launch.entrypoint));
+    out!("{}", payload.path().display());
+    out!("  name        {}", launch.name);
+    out!("  entrypoint  {}", lossy(&launch.entrypoint));
     for arg in &launch.args {
-        println!("  arg         {}", lossy(arg));
+        out!("  arg         {}", lossy(arg));
     }
     for (key, value) in &launch.env {
-        println!("  env         {}={}", lossy(key), lossy(value));
+        out!("  env         {}={}", lossy(key), lossy(value));
     }
-    println!(
+    out!(
         "  payload     sha256 {} (format {FORMAT_VERSION})",
         hex(&payload.id)
     );
@@ -169,9 +169,9 @@ fn print_summary(opened: &Opened, summary: &serde_json::Value) {
         &summary["extract"],
     );
     if n(&t["entries"]) == 0 {
-        println!("  kept        nothing in the deployment");
+        out!("  kept        nothing in the deployment");
     } else {
-        println!(
+        out!(
             "  kept        {} ({}, {} bytes) in the deployment, {}: about {} ms less per cold start",
             counted(n(&t["entries"]), "entry", "entries"),
             counted(n(&t["files"]), "file", "files"),
@@ -181,9 +181,9 @@ fn print_summary(opened: &Opened, summary: &serde_json::Value) {
         );
     }
     if opened.manifest.is_direct() {
-        println!("  extract     nothing: the whole tree is in the deployment");
+        out!("  extract     nothing: the whole tree is in the deployment");
     } else {
-        println!(
+        out!(
             "  extract     {}, {} bytes: {}, {}, {}, {}, {} into the deployment",
             counted(n(&x["entries"]), "entry", "entries"),
             x["bytes"],
@@ -194,16 +194,17 @@ fn print_summary(opened: &Opened, summary: &serde_json::Value) {
             counted(n(&e["task_links"]), "link", "links"),
         );
     }
-    println!(
+    out!(
         "  contents    {} compressed in {}",
         summary["compressed_bytes"],
         counted(n(&summary["chunks"]), "chunk", "chunks")
     );
-    println!(
+    out!(
         "  file        bootstrap {} bytes + payload {} bytes",
         payload.offset,
         payload.byte_len()
     );
+    Ok(())
 }
 
 pub fn cmd_verify(args: &InspectArgs) -> Result<()> {
@@ -226,9 +227,9 @@ pub fn cmd_verify(args: &InspectArgs) -> Result<()> {
         "mismatches": bad,
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&verdict)?);
+        out!("{}", serde_json::to_string_pretty(&verdict)?);
     } else if bad.is_empty() {
-        println!(
+        out!(
             "ok: {} entries, {} chunks, {} kept in the deployment, every hash matches (payload {})",
             manifest.len(),
             manifest.chunks.len(),

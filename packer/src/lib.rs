@@ -29,6 +29,25 @@ pub mod work;
 
 use std::sync::Mutex;
 
+/// `println!` that hands back a failed write instead of panicking: a reader that goes
+/// away (`coldpack inspect OUT | head`) ends the command quietly (see `main`).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
+/// `eprintln!` likewise, for what the commands say on stderr.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stderr(), $($arg)*)?
+    }};
+}
+
 /// The static x86_64 bootstrap built by `build.rs`, carried inside `coldpack`.
 pub const STOCK_BOOTSTRAP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bootstrap-x86_64"));
 /// The static arm64 one: empty when `coldpack` was built without the aarch64 cross

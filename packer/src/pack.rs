@@ -35,6 +35,7 @@ use crate::lambda_zip;
 use crate::lint::{self, Elf, Lint};
 use crate::progress::Progress;
 use crate::resolve::{self, resolve};
+use crate::say;
 use crate::split::{self, Rules, Split};
 use crate::stock;
 use crate::task_part::{self, Staged};
@@ -43,13 +44,13 @@ use crate::walk::{self, walk, Globs, Walked};
 pub fn cmd_pack(args: &PackArgs) -> Result<()> {
     let options = config::resolve(args)?;
     if let Some(path) = &options.config {
-        eprintln!("coldpack: options from {}", path.display());
+        say!("coldpack: options from {}", path.display());
     }
     let packed = pack(&options, &Progress::for_stderr())?;
     for warning in &packed.warnings {
-        eprintln!("coldpack: warning: {warning}");
+        say!("coldpack: warning: {warning}");
     }
-    eprintln!("{}", packed.summary());
+    say!("{}", packed.summary());
     Ok(())
 }
 

@@ -38,6 +38,7 @@ use serde_json::Value;
 use crate::cli::{Arch, RunArgs};
 use crate::compat;
 use crate::lint::Elf;
+use crate::{out, say};
 use host::{Hidden, Isolation};
 
 /// The Runtime API server of the end-to-end tests.
@@ -127,12 +128,12 @@ pub fn cmd_run(args: &RunArgs) -> Result<()> {
             event.as_deref(),
             timeout,
         )?;
-        eprintln!(
+        say!(
             "coldpack run: start {number} ({label}): {}",
             describe(&start)
         );
         if let Some(answer) = &start.answer {
-            println!("{}", serde_json::to_string(&answer["payload"])?);
+            out!("{}", serde_json::to_string(&answer["payload"])?);
         }
         failed.extend(start.failures(number, label, event.is_some()));
     }
@@ -142,7 +143,7 @@ pub fn cmd_run(args: &RunArgs) -> Result<()> {
             .find(|p| p.is_dir())
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "(none)".into());
-        eprintln!(
+        say!(
             "coldpack run: kept {} (extracted tree: {tree})",
             scratch.path.display()
         );
@@ -206,10 +207,13 @@ impl Place {
         fs::create_dir_all(&task).and_then(|()| fs::create_dir_all(&cache))?;
         deploy(target, bootstrap, &task)?;
         // A payload that cannot be read is still started: its start reports why.
-        let used = host_use(bootstrap, &scratch.join("scan")).unwrap_or_else(|e| {
-            eprintln!("coldpack run: this machine is not hidden from the tree: {e:#}");
-            compat::HostUse::default()
-        });
+        let used = match host_use(bootstrap, &scratch.join("scan")) {
+            Ok(used) => used,
+            Err(e) => {
+                say!("coldpack run: this machine is not hidden from the tree: {e:#}");
+                compat::HostUse::default()
+            }
+        };
         let (dirs, visible) = host::to_hide(&used.paths, &[&task, &cache]);
         let files = host::library_files(&used.libraries, host::LIBRARY_DIRS, &dirs);
         let empty = scratch.join("empty");
@@ -219,13 +223,13 @@ impl Place {
         let isolation = Isolation::probe();
         host::make_read_only(&task)
             .with_context(|| format!("cannot make {} read-only", task.display()))?;
-        eprintln!(
+        say!(
             "coldpack run: task root {} (as /var/task), cache {} (as /tmp)",
             task.display(),
             cache.display()
         );
         let hidden = Hidden { dirs, files, empty };
-        announce(&isolation, &hidden, &visible);
+        announce(&isolation, &hidden, &visible)?;
         Ok(Place {
             task,
             cache,
@@ -240,7 +244,7 @@ impl Place {
 }
 
 /// Says what each start hides, or that this machine is not hidden.
-fn announce(isolation: &Isolation, hidden: &Hidden, visible: &[PathBuf]) {
+fn announce(isolation: &Isolation, hidden: &Hidden, visible: &[PathBuf]) -> Result<()> {
     let shown = |paths: &[PathBuf]| -> String {
         let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         paths.join(", ")
@@ -248,20 +252,20 @@ fn announce(isolation: &Isolation, hidden: &Hidden, visible: &[PathBuf]) {
     let used = [hidden.dirs.as_slice(), hidden.files.as_slice()].concat();
     match isolation {
         Isolation::None(reason) => {
-            eprintln!("coldpack run: this machine is not hidden from the tree and the task root is read-only only by its mode bits, which root ignores ({reason})");
+            say!("coldpack run: this machine is not hidden from the tree and the task root is read-only only by its mode bits, which root ignores ({reason})");
             if !used.is_empty() {
-                eprintln!("coldpack run: the tree would use {} of this machine: what it finds there here, it will not find on Lambda", shown(&used));
+                say!("coldpack run: the tree would use {} of this machine: what it finds there here, it will not find on Lambda", shown(&used));
             }
         }
         _ => {
             if !hidden.dirs.is_empty() {
-                eprintln!(
+                say!(
                     "coldpack run: hidden, as Lambda has none of it: {} (the tree names it outside itself)",
                     shown(&hidden.dirs)
                 );
             }
             if !hidden.files.is_empty() {
-                eprintln!(
+                say!(
                     "coldpack run: hidden, as no Lambda image has it: {} (a library the tree needs and does not reach in itself)",
                     shown(&hidden.files)
                 );
@@ -269,11 +273,12 @@ fn announce(isolation: &Isolation, hidden: &Hidden, visible: &[PathBuf]) {
         }
     }
     if !visible.is_empty() {
-        eprintln!(
+        say!(
             "coldpack run: left visible, this machine needs it: {} (the tree names it outside itself)",
             shown(visible)
         );
     }
+    Ok(())
 }
 
 /// What Lambda puts in /var/task: the bootstrap, and OUT-DIR's `coldpack-*` entries
