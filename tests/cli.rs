@@ -1141,15 +1141,15 @@ fn a_closed_stdout_ends_inspect_quietly() {
     small_tree(&src);
     let out = sandbox.path("out");
     succeeded(&try_pack(&src, &out, &[]));
-    let mut child = coldpack()
+    // The reading end is gone before the command starts: its first write fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = coldpack()
         .arg("inspect")
         .arg(&out)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+        .stdout(writer)
+        .output()
         .unwrap();
-    drop(child.stdout.take());
-    let output = child.wait_with_output().unwrap();
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
