@@ -129,17 +129,26 @@ fn extract_in_jail(payload: &Payload, manifest: &Manifest, resume: bool) {
         let tree = verify::Tree {
             cache_dir: &cache_dir,
             root_name: name.as_bytes(),
-            watermark: manifest::Mtime { sec: i64::MAX, nsec: 0 },
+            watermark: manifest::Mtime {
+                sec: i64::MAX,
+                nsec: 0,
+            },
         };
         let checked = verify::check_tree(&tree, manifest, Level::Full);
-        assert!(checked.is_ok(), "a tree just extracted fails its check: {checked:?}");
+        assert!(
+            checked.is_ok(),
+            "a tree just extracted fails its check: {checked:?}"
+        );
     }
     let beside: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| !n.ends_with(".staging") && !n.ends_with(".progress"))
         .collect();
-    assert!(beside.is_empty(), "extraction wrote beside staging: {beside:?}");
+    assert!(
+        beside.is_empty(),
+        "extraction wrote beside staging: {beside:?}"
+    );
     if !resume {
         staging.discard();
     }

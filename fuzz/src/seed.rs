@@ -9,7 +9,9 @@ use std::path::Path;
 use coldpack_bootstrap::payload::Payload;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args_os().nth(1).ok_or("usage: seed PACKED-BOOTSTRAP")?;
+    let path = std::env::args_os()
+        .nth(1)
+        .ok_or("usage: seed PACKED-BOOTSTRAP")?;
     let payload = Payload::open(Path::new(&path))?;
     let launch = payload.launch()?.encode();
     let manifest = payload.manifest()?;
@@ -34,6 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         input.extend_from_slice(&frame);
     }
     fs::write("corpus/payload/seed", &input)?;
-    println!("seeds written from {} ({} chunks)", payload.path().display(), manifest.chunks.len());
+    println!(
+        "seeds written from {} ({} chunks)",
+        payload.path().display(),
+        manifest.chunks.len()
+    );
     Ok(())
 }
