@@ -5,7 +5,7 @@
 //!
 //! Input: `[u8 flags][u16 launch_len][launch][u32 manifest_len][raw manifest]` then,
 //! for each chunk the manifest lists, `[u32 len][frame]`. The target patches each
-//! chunk's length and hash into the manifest, compresses it, sets the header's direct
+//! chunk's length and hashes into the manifest, compresses it, sets the header's direct
 //! flag from bit 0 of `flags`, opens the result as the bootstrap does and, when it is
 //! small, extracts it into a private cache directory (resuming a staging directory
 //! when bit 1 is set) and checks it there; anything written beside the cache's own
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use coldpack_bootstrap::cache::Cache;
-use coldpack_bootstrap::manifest::{self, Manifest};
+use coldpack_bootstrap::manifest::{self, Chunk, Manifest};
 use coldpack_bootstrap::payload::{self, sha256, Assembly, Payload, Sections, FLAG_DIRECT};
 use coldpack_bootstrap::staging::Staging;
 use coldpack_bootstrap::verify::{self, Level};
@@ -36,6 +36,27 @@ fn scratch() -> &'static PathBuf {
         std::fs::create_dir_all(dir.join("cache")).unwrap();
         dir
     })
+}
+
+/// Most bytes of contents an input may extract: a few kilobytes of zstd can claim
+/// gigabytes, and decoding them proves nothing more.
+const MAX_EXTRACTED: u64 = 4 << 20;
+
+/// Makes `chunk` describe `frame` as the packer would: its SHA-256 and length and,
+/// when `decode` allows the cost, the SHA-256 of the contents it decodes to (which
+/// extraction never checks, but the full warm check after it does). A frame that does
+/// not decode to exactly `data_len` bytes keeps the seed's hash: extraction refuses it.
+fn patch_hashes(chunk: &mut Chunk, frame: &[u8], decode: bool) {
+    chunk.compressed_len = frame.len() as u64;
+    chunk.sha256 = sha256(frame);
+    if !decode {
+        return;
+    }
+    if let Ok(contents) = zstd::bulk::decompress(frame, chunk.data_len as usize) {
+        if contents.len() as u64 == chunk.data_len {
+            chunk.data_sha256 = sha256(&contents);
+        }
+    }
 }
 
 fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
@@ -64,13 +85,14 @@ fuzz_target!(|input: &[u8]| {
     let task_index = payload::deflate_section(&[0, 0, 0, 0], 1).unwrap();
     if let Ok(decoded) = Manifest::decode(raw.clone()) {
         let mut chunks = decoded.chunks.clone();
+        data_total = chunks
+            .iter()
+            .fold(0, |sum, c| sum.saturating_add(c.data_len));
         for chunk in &mut chunks {
             let n = len_prefix(&mut data, 4);
-            let bytes = take(&mut data, n).to_vec();
-            chunk.compressed_len = bytes.len() as u64;
-            chunk.sha256 = sha256(&bytes);
-            data_total = data_total.saturating_add(chunk.data_len);
-            frames.push(bytes);
+            let frame = take(&mut data, n).to_vec();
+            patch_hashes(chunk, &frame, data_total <= MAX_EXTRACTED);
+            frames.push(frame);
         }
         raw = manifest::encode(&decoded.entries(), &chunks, &sha256(&task_index));
     } else {
@@ -96,8 +118,7 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let _ = payload.task_index(&manifest);
-    // A few kilobytes of zstd can claim gigabytes; decoding them proves nothing more.
-    if data_total > 4 << 20 {
+    if data_total > MAX_EXTRACTED {
         return;
     }
     extract_in_jail(&payload, &manifest, flags & 2 == 2);
