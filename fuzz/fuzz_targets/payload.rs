@@ -22,7 +22,12 @@ use coldpack_bootstrap::staging::Staging;
 use coldpack_bootstrap::verify::{self, Level};
 use libfuzzer_sys::fuzz_target;
 
-/// A directory of this process's own, on tmpfs when there is one.
+const SCRATCH_PREFIX: &str = "coldpack-fuzz-";
+
+/// A directory of this process's own, on tmpfs when there is one. libFuzzer exits
+/// without running destructors, so each process leaves its directory behind; the next
+/// one removes those of processes that are gone, which keeps tmpfs use to one tree
+/// per running fuzzer.
 fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -31,11 +36,25 @@ fn scratch() -> &'static PathBuf {
         } else {
             std::env::temp_dir()
         };
-        let dir = base.join(format!("coldpack-fuzz-{}", std::process::id()));
+        remove_left_behind(&base);
+        let dir = base.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("cache")).unwrap();
         dir
     })
+}
+
+fn remove_left_behind(base: &Path) {
+    let Ok(listing) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix(SCRATCH_PREFIX));
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Most bytes of contents an input may extract: a few kilobytes of zstd can claim
