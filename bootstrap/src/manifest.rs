@@ -282,6 +282,11 @@ impl Manifest {
     /// in one pass that also records where names and link targets start.
     fn validate(&mut self) -> Result<()> {
         let (count, cols) = (self.count, self.cols);
+        if count == 0 {
+            return Err(Error::corrupt(
+                "manifest lists no entries, not even the root directory",
+            ));
+        }
         let root_kind = self.kind_checked(0)?;
         if !matches!(root_kind, Kind::Dir | Kind::TaskDir)
             || self.parent(0) != 0
@@ -683,5 +688,18 @@ impl Plan {
             .filter(|p| p.offset == 0 && !p.whole)
             .map(|p| p.entry)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing: with no entries, the root's type was read past the end.
+    #[test]
+    fn manifest_without_entries_is_refused() {
+        let raw = encode(&[], &[], &[0; 32]);
+        let err = Manifest::decode(raw).unwrap_err();
+        assert!(err.to_string().contains("no entries"), "{err}");
     }
 }

@@ -85,7 +85,15 @@ impl TaskIndex {
         let mut entries: Vec<TaskEntry> = Vec::with_capacity(count);
         for _ in 0..count {
             let entry = TaskEntry {
-                dir: r.u8()? != 0,
+                dir: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    code => {
+                        return Err(Error::corrupt(format!(
+                            "task index has an unknown entry type {code}"
+                        )))
+                    }
+                },
                 mode: r.u32()?,
                 mtime: Mtime {
                     sec: r.i64()?,
@@ -173,4 +181,38 @@ fn stat_type(dir: &File, path: &[u8]) -> io::Result<SFlag> {
     Ok(SFlag::from_bits_truncate(
         stat.st_mode & SFlag::S_IFMT.bits(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_file() -> TaskIndex {
+        TaskIndex {
+            entries: vec![TaskEntry {
+                path: b"lib/conf.ini".to_vec(),
+                dir: false,
+                mode: 0o644,
+                mtime: Mtime { sec: 1, nsec: 2 },
+                size: 5,
+                sha256: [7; 32],
+            }],
+        }
+    }
+
+    #[test]
+    fn task_index_round_trips() {
+        let index = one_file();
+        assert_eq!(TaskIndex::decode(&index.encode()).unwrap(), index);
+    }
+
+    /// Found by fuzzing: any non-zero type byte was read as a directory, so two
+    /// different sections decoded to the same index.
+    #[test]
+    fn unknown_entry_type_is_refused() {
+        let mut bytes = one_file().encode();
+        bytes[4] = 2; // the first entry's type, after the count
+        let err = TaskIndex::decode(&bytes).unwrap_err();
+        assert!(err.to_string().contains("unknown entry type 2"), "{err}");
+    }
 }

@@ -13,10 +13,18 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(launch) = Launch::decode(data) {
-        assert_eq!(launch.encode(), data, "launch decode/encode is not canonical");
+        assert_eq!(
+            launch.encode(),
+            data,
+            "launch decode/encode is not canonical"
+        );
     }
     if let Ok(index) = TaskIndex::decode(data) {
-        assert_eq!(index.encode(), data, "task index decode/encode is not canonical");
+        assert_eq!(
+            index.encode(),
+            data,
+            "task index decode/encode is not canonical"
+        );
     }
     let Ok(manifest) = Manifest::decode(data.to_vec()) else {
         return;
@@ -30,12 +38,25 @@ fuzz_target!(|data: &[u8]| {
     for index in 1..manifest.len() {
         let parent = manifest.parent(index);
         assert!(parent < index, "a parent listed after its child");
-        assert_eq!(manifest.kind(parent), Kind::Dir, "a parent that is not a directory");
-        assert!(check_name(manifest.name(index)).is_ok(), "a name that is not one component");
+        assert_eq!(
+            manifest.kind(parent),
+            Kind::Dir,
+            "a parent that is not a directory"
+        );
+        assert!(
+            check_name(manifest.name(index)).is_ok(),
+            "a name that is not one component"
+        );
         if index > 1 && manifest.parent(index - 1) == parent {
-            assert!(manifest.name(index - 1) < manifest.name(index), "names out of order");
+            assert!(
+                manifest.name(index - 1) < manifest.name(index),
+                "names out of order"
+            );
         } else if index > 1 {
-            assert!(manifest.parent(index - 1) < parent, "a directory's children split");
+            assert!(
+                manifest.parent(index - 1) < parent,
+                "a directory's children split"
+            );
         }
     }
     let plan = manifest.plan();
