@@ -66,6 +66,26 @@ pub fn extract(
     staging: &Staging,
     task_dir: &[u8],
 ) -> Result<Stats> {
+    if manifest.is_direct() {
+        return Err(Error::new(
+            ErrorKind::Extract,
+            "the whole tree is in the task part: there is nothing to extract",
+        ));
+    }
+    // Modes recorded in the payload are applied exactly; the process gets its umask
+    // back (for the runtime, Lambda's) before anything else runs.
+    let umask = sys::set_umask(0);
+    let extracted = extract_tree(payload, manifest, staging, task_dir);
+    sys::set_umask(umask);
+    extracted
+}
+
+fn extract_tree(
+    payload: &Payload,
+    manifest: &Manifest,
+    staging: &Staging,
+    task_dir: &[u8],
+) -> Result<Stats> {
     let tree = Tree {
         manifest,
         staging,

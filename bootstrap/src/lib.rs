@@ -213,11 +213,7 @@ fn extract_fresh(
         }
         return Err(e);
     }
-    // Modes recorded in the payload are applied exactly; the runtime gets Lambda's
-    // umask back before the exec.
-    let umask = sys::set_umask(0);
     let extracted = extract::extract(payload, manifest, &staging, task_dir.as_os_str().as_bytes());
-    sys::set_umask(umask);
     let stats = match extracted {
         Ok(stats) => stats,
         Err(e) => {

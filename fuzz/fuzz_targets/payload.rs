@@ -37,9 +37,6 @@ fn scratch() -> &'static PathBuf {
             std::env::temp_dir()
         };
         remove_left_behind(&base);
-        // The bootstrap extracts under umask 0 (`prepare` sets it), so that the
-        // payload's modes are applied exactly; the check after extraction expects them.
-        nix::sys::stat::umask(nix::sys::stat::Mode::empty());
         let dir = base.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("cache")).unwrap();
