@@ -281,26 +281,8 @@ impl Manifest {
     /// The rules that make extraction safe (see the module's documentation), checked
     /// in one pass that also records where names and link targets start.
     fn validate(&mut self) -> Result<()> {
+        self.check_root()?;
         let (count, cols) = (self.count, self.cols);
-        if count == 0 {
-            return Err(Error::corrupt(
-                "manifest lists no entries, not even the root directory",
-            ));
-        }
-        let root_kind = self.kind_checked(0)?;
-        if !matches!(root_kind, Kind::Dir | Kind::TaskDir)
-            || self.parent(0) != 0
-            || self.raw[cols.name_lens] != 0
-        {
-            return Err(Error::corrupt(
-                "manifest does not start with the root directory",
-            ));
-        }
-        if root_kind == Kind::TaskDir && (count != 1 || !self.chunks.is_empty()) {
-            return Err(Error::corrupt(
-                "manifest keeps the whole tree in the task part and lists more",
-            ));
-        }
         let mut path_lens: Vec<u16> = Vec::with_capacity(count);
         let mut at = cols.names;
         let mut data_len: u64 = 0;
@@ -345,6 +327,38 @@ impl Manifest {
             }
         }
         self.name_starts.push(at as u32);
+        self.check_targets(at, targets_len)?;
+        self.check_chunks(data_len)
+    }
+
+    /// The first entry is the root: a directory, or a task directory alone (the whole
+    /// tree kept in the task part, with nothing to extract).
+    fn check_root(&self) -> Result<()> {
+        if self.count == 0 {
+            return Err(Error::corrupt(
+                "manifest lists no entries, not even the root directory",
+            ));
+        }
+        let root_kind = self.kind_checked(0)?;
+        if !matches!(root_kind, Kind::Dir | Kind::TaskDir)
+            || self.parent(0) != 0
+            || self.raw[self.cols.name_lens] != 0
+        {
+            return Err(Error::corrupt(
+                "manifest does not start with the root directory",
+            ));
+        }
+        if root_kind == Kind::TaskDir && (self.count != 1 || !self.chunks.is_empty()) {
+            return Err(Error::corrupt(
+                "manifest keeps the whole tree in the task part and lists more",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The link targets fill the manifest from `at`, the end of the names, to its end,
+    /// `targets_len` bytes with no NUL; each symlink's recorded start becomes absolute.
+    fn check_targets(&mut self, at: usize, targets_len: u64) -> Result<()> {
         if (self.raw.len() - at) as u64 != targets_len {
             return Err(Error::corrupt(
                 "payload manifest's link targets do not add up",
@@ -359,7 +373,7 @@ impl Manifest {
                 return Err(self.bad(index as usize, "has a link target with a NUL byte"));
             }
         }
-        self.check_chunks(data_len)
+        Ok(())
     }
 
     /// Where `index` sits in the tree, its name, mode and mtime.

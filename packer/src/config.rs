@@ -121,17 +121,7 @@ impl PackOptions {
 
 /// Reads the config file that applies, if any, and merges the command line over it.
 pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
-    let found = if args.no_config {
-        None
-    } else if let Some(path) = &args.config {
-        Some((path.clone(), read(path)?))
-    } else {
-        find(args.dir.as_deref())?
-    };
-    let (config_path, file) = match found {
-        Some((path, file)) => (Some(path), file),
-        None => (None, ConfigFile::default()),
-    };
+    let (config_path, file) = config_file(args)?;
     let base = config_path
         .as_deref()
         .and_then(Path::parent)
@@ -143,38 +133,11 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
     let Some(dir) = dir else {
         bail!("no runtime directory: give DIR, or `dir` in {FILE_NAME}");
     };
-    let Some(entrypoint) = args.entrypoint.clone().or(file.entrypoint) else {
+    let Some(entrypoint) = args.entrypoint.clone().or(file.entrypoint.clone()) else {
         bail!("no entrypoint: give --entrypoint PATH-IN-DIR (e.g. bin/python3), or `entrypoint` in {FILE_NAME}");
     };
     let Some(out) = args.out.clone().or_else(|| from_file(&file.out)) else {
         bail!("no output directory: give -o OUT-DIR, or `out` in {FILE_NAME}");
-    };
-    let args_list = if args.args.is_empty() {
-        file.args.iter().map(OsString::from).collect()
-    } else {
-        args.args.clone()
-    };
-    let mut env: Vec<OsString> = Vec::new();
-    for (key, value) in &file.env {
-        let Some(value) = value.as_str() else {
-            bail!("env.{key} in {FILE_NAME} must be a string");
-        };
-        let overridden = args.env.iter().any(|pair| {
-            pair.to_string_lossy()
-                .split_once('=')
-                .is_some_and(|(k, _)| k == key)
-        });
-        if !overridden {
-            env.push(format!("{key}={value}").into());
-        }
-    }
-    env.extend(args.env.iter().cloned());
-    let zip = if args.layer || (file.layer && !args.zip) {
-        Some(ZipKind::Layer)
-    } else if args.zip || file.zip {
-        Some(ZipKind::Function)
-    } else {
-        None
     };
     let level = args.level.or(file.level).unwrap_or(DEFAULT_LEVEL);
     if !(1..=22).contains(&level) {
@@ -187,10 +150,90 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
     if !(512..=10240).contains(&ephemeral_storage_mb) {
         bail!("ephemeral-storage {ephemeral_storage_mb} in {FILE_NAME} is not from 512 to 10240 MB, the range Lambda accepts");
     }
-    let mut exclude = file.exclude.clone();
-    exclude.extend(args.exclude.iter().cloned());
-    let mut keep_in_tmp = file.keep_in_tmp.clone();
-    keep_in_tmp.extend(args.keep_in_tmp.iter().cloned());
+    Ok(PackOptions {
+        dir,
+        entrypoint,
+        args: if args.args.is_empty() {
+            file.args.iter().map(OsString::from).collect()
+        } else {
+            args.args.clone()
+        },
+        env: env(&file, &args.env)?,
+        name: args.name.clone().or(file.name.clone()),
+        level,
+        out,
+        bootstrap: args
+            .bootstrap
+            .clone()
+            .or_else(|| from_file(&file.bootstrap)),
+        zip: zip_kind(args, &file),
+        arch: args.arch.or(file.arch),
+        ephemeral_storage_mb,
+        exclude: [&file.exclude[..], &args.exclude[..]].concat(),
+        task_budget: task_budget(args, &file)?,
+        keep_in_tmp: [&file.keep_in_tmp[..], &args.keep_in_tmp[..]].concat(),
+        runtime: args
+            .runtime
+            .or(file.runtime)
+            .unwrap_or(Runtime::ProvidedAl2023),
+        allow_incompatible: args.allow_incompatible || file.allow_incompatible,
+        force: args.force || file.force,
+        config: config_path,
+    })
+}
+
+/// The config file that applies (`--config`, else the one [`find`] finds, none with
+/// `--no-config`) and its path; an empty one when there is none.
+fn config_file(args: &PackArgs) -> Result<(Option<PathBuf>, ConfigFile)> {
+    let found = if args.no_config {
+        None
+    } else if let Some(path) = &args.config {
+        Some((path.clone(), read(path)?))
+    } else {
+        find(args.dir.as_deref())?
+    };
+    Ok(match found {
+        Some((path, file)) => (Some(path), file),
+        None => (None, ConfigFile::default()),
+    })
+}
+
+/// The file's `env` table, less the keys the command line sets, then the command
+/// line's `--env` pairs.
+fn env(file: &ConfigFile, from_args: &[OsString]) -> Result<Vec<OsString>> {
+    let mut env: Vec<OsString> = Vec::new();
+    for (key, value) in &file.env {
+        let Some(value) = value.as_str() else {
+            bail!("env.{key} in {FILE_NAME} must be a string");
+        };
+        let overridden = from_args.iter().any(|pair| {
+            pair.to_string_lossy()
+                .split_once('=')
+                .is_some_and(|(k, _)| k == key)
+        });
+        if !overridden {
+            env.push(format!("{key}={value}").into());
+        }
+    }
+    env.extend(from_args.iter().cloned());
+    Ok(env)
+}
+
+/// `--layer` wins over `--zip`; the file's choice applies when the command line
+/// makes none.
+fn zip_kind(args: &PackArgs, file: &ConfigFile) -> Option<ZipKind> {
+    if args.layer || (file.layer && !args.zip) {
+        Some(ZipKind::Layer)
+    } else if args.zip || file.zip {
+        Some(ZipKind::Function)
+    } else {
+        None
+    }
+}
+
+/// `--task-budget`, else `task-budget` in the file (a size string or a number of
+/// bytes), else the default; never over Lambda's code storage.
+fn task_budget(args: &PackArgs, file: &ConfigFile) -> Result<u64> {
     let task_budget = match (&args.task_budget, &file.task_budget) {
         (Some(text), _) => {
             parse_size(text).map_err(|why| anyhow!("--task-budget {text:?} {why}"))?
@@ -207,32 +250,7 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
     if task_budget > crate::budget::UNZIPPED_LIMIT {
         bail!("a task budget of {task_budget} bytes is over Lambda's 250 MB of code storage");
     }
-    Ok(PackOptions {
-        dir,
-        entrypoint,
-        args: args_list,
-        env,
-        name: args.name.clone().or(file.name),
-        level,
-        out,
-        bootstrap: args
-            .bootstrap
-            .clone()
-            .or_else(|| from_file(&file.bootstrap)),
-        zip,
-        arch: args.arch.or(file.arch),
-        ephemeral_storage_mb,
-        exclude,
-        task_budget,
-        keep_in_tmp,
-        runtime: args
-            .runtime
-            .or(file.runtime)
-            .unwrap_or(Runtime::ProvidedAl2023),
-        allow_incompatible: args.allow_incompatible || file.allow_incompatible,
-        force: args.force || file.force,
-        config: config_path,
-    })
+    Ok(task_budget)
 }
 
 fn read(path: &Path) -> Result<ConfigFile> {

@@ -113,14 +113,23 @@ pub fn lint_tree(
     arch: Arch,
     entrypoint: Option<usize>,
 ) -> Vec<Lint> {
+    let mut lints = machines(entries, elf, arch, entrypoint);
+    lints.extend(symlinks(entries));
+    lints.extend(junk(entries));
+    lints.extend(build_only(entries));
+    lints
+}
+
+/// ELF files built for another machine than `arch`: an error for the entrypoint, a
+/// warning per machine for the rest.
+fn machines(
+    entries: &[Entry],
+    elf: &[Option<Elf>],
+    arch: Arch,
+    entrypoint: Option<usize>,
+) -> Vec<Lint> {
     let mut lints = Vec::new();
     let want = arch.elf_machine();
-
-    let foreign: Vec<(usize, u16)> = elf
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| e.filter(|e| e.machine != want).map(|e| (i, e.machine)))
-        .collect();
     if let Some(index) = entrypoint {
         if let Some(Elf { machine }) = elf[index].filter(|e| e.machine != want) {
             lints.push(Lint {
@@ -135,11 +144,13 @@ pub fn lint_tree(
         }
     }
     let mut by_machine: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-    for (index, machine) in foreign {
-        by_machine
-            .entry(machine)
-            .or_default()
-            .push(text(&entries[index].path));
+    for (index, e) in elf.iter().enumerate() {
+        if let Some(Elf { machine }) = e.filter(|e| e.machine != want) {
+            by_machine
+                .entry(machine)
+                .or_default()
+                .push(text(&entries[index].path));
+        }
     }
     for (machine, paths) in by_machine {
         lints.push(warning(format!(
@@ -150,7 +161,13 @@ pub fn lint_tree(
             listed(&paths)
         )));
     }
+    lints
+}
 
+/// Symlinks that are absolute or climb out of the tree: on Lambda they resolve
+/// somewhere else than here.
+fn symlinks(entries: &[Entry]) -> Vec<Lint> {
+    let mut lints = Vec::new();
     let mut absolute = Vec::new();
     let mut escaping = Vec::new();
     for entry in entries {
@@ -177,9 +194,6 @@ pub fn lint_tree(
             listed(&escaping)
         )));
     }
-
-    lints.extend(junk(entries));
-    lints.extend(build_only(entries));
     lints
 }
 
@@ -208,94 +222,122 @@ pub fn climbs_out(path: &[u8]) -> bool {
 /// `__pycache__` directories, bytecode whose source is missing, and test directories,
 /// with what they cost.
 fn junk(entries: &[Entry]) -> Vec<Lint> {
-    let paths: HashSet<&[u8]> = entries.iter().map(|e| e.path.as_slice()).collect();
-    let mut pycache_dirs = 0;
-    let mut pycache_bytes = 0;
-    let mut stale = Vec::new();
-    let mut stale_bytes = 0;
-    let mut test_dirs: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    for entry in entries {
-        let parts: Vec<&[u8]> = entry.path.split(|&b| b == b'/').collect();
-        let Some((name, dirs)) = parts.split_last() else {
-            continue;
-        };
-        if entry.kind == EntryKind::Dir && *name == b"__pycache__" {
-            pycache_dirs += 1;
-        }
-        if entry.kind == EntryKind::Dir && is_test_dir(name) {
-            let nested = test_dirs
-                .keys()
-                .any(|d| entry.path.starts_with(d) && entry.path.get(d.len()) == Some(&b'/'));
-            if !nested {
-                test_dirs.insert(entry.path.clone(), 0);
+    Junk::tally(entries).lints()
+}
+
+/// What [`junk`] finds, tallied in one pass over the tree.
+#[derive(Default)]
+struct Junk {
+    pycache_dirs: usize,
+    pycache_bytes: u64,
+    stale: Vec<String>,
+    stale_bytes: u64,
+    /// Outermost test directories, with the bytes of files under them.
+    test_dirs: BTreeMap<Vec<u8>, u64>,
+}
+
+impl Junk {
+    fn tally(entries: &[Entry]) -> Junk {
+        let paths: HashSet<&[u8]> = entries.iter().map(|e| e.path.as_slice()).collect();
+        let under =
+            |dir: &[u8], path: &[u8]| path.starts_with(dir) && path.get(dir.len()) == Some(&b'/');
+        let mut junk = Junk::default();
+        for entry in entries {
+            let parts: Vec<&[u8]> = entry.path.split(|&b| b == b'/').collect();
+            let Some((name, dirs)) = parts.split_last() else {
+                continue;
+            };
+            if entry.kind == EntryKind::Dir && *name == b"__pycache__" {
+                junk.pycache_dirs += 1;
             }
-        }
-        let size = entry.file_size();
-        if size == 0 {
-            continue;
-        }
-        if let Some(at) = dirs.iter().position(|d| *d == b"__pycache__") {
-            pycache_bytes += size;
-            if at == dirs.len() - 1 && name.ends_with(b".pyc") {
-                let module = name.split(|&b| b == b'.').next().unwrap_or(name);
-                let mut source = dirs[..at].join(&b'/');
-                if !source.is_empty() {
-                    source.push(b'/');
+            if entry.kind == EntryKind::Dir
+                && is_test_dir(name)
+                && !junk.test_dirs.keys().any(|d| under(d, &entry.path))
+            {
+                junk.test_dirs.insert(entry.path.clone(), 0);
+            }
+            let size = entry.file_size();
+            if size == 0 {
+                continue;
+            }
+            if dirs.contains(&&b"__pycache__"[..]) {
+                junk.pycache_bytes += size;
+            }
+            if pyc_source(&entry.path, dirs, name)
+                .is_some_and(|source| !paths.contains(source.as_slice()))
+            {
+                junk.stale.push(text(&entry.path));
+                junk.stale_bytes += size;
+            }
+            for (dir, bytes) in junk.test_dirs.iter_mut() {
+                if under(dir, &entry.path) {
+                    *bytes += size;
                 }
-                source.extend_from_slice(module);
-                source.extend_from_slice(b".py");
-                if !paths.contains(source.as_slice()) {
-                    stale.push(text(&entry.path));
-                    stale_bytes += size;
-                }
-            }
-        } else if name.ends_with(b".pyc") {
-            let source = [&entry.path[..entry.path.len() - 1]].concat();
-            if !paths.contains(source.as_slice()) {
-                stale.push(text(&entry.path));
-                stale_bytes += size;
             }
         }
-        for (dir, bytes) in test_dirs.iter_mut() {
-            if entry.path.starts_with(dir) && entry.path.get(dir.len()) == Some(&b'/') {
-                *bytes += size;
-            }
+        junk
+    }
+
+    fn lints(self) -> Vec<Lint> {
+        let mut lints = Vec::new();
+        if self.pycache_dirs > 0 {
+            lints.push(warning(format!(
+                "{} {}: to leave them out, --exclude __pycache__ (Python then compiles what it imports at the first start) and set --env PYTHONPYCACHEPREFIX=/tmp/pycache, so that Python does not write into the copy the bootstrap checks",
+                counted(self.pycache_dirs, "__pycache__ directory costs", "__pycache__ directories cost"),
+                mebibytes(self.pycache_bytes)
+            )));
         }
+        if !self.stale.is_empty() {
+            lints.push(warning(format!(
+                "{} ({}) with no .py source beside: stale bytecode, or a sourceless install on purpose: {}",
+                counted(self.stale.len(), ".pyc file", ".pyc files"),
+                mebibytes(self.stale_bytes),
+                listed(&self.stale)
+            )));
+        }
+        if !self.test_dirs.is_empty() {
+            let total: u64 = self.test_dirs.values().sum();
+            let named: Vec<String> = self
+                .test_dirs
+                .iter()
+                .map(|(dir, bytes)| format!("{} ({})", text(dir), mebibytes(*bytes)))
+                .collect();
+            lints.push(warning(format!(
+                "{} {}: --exclude them if the runtime does not need them: {}",
+                counted(
+                    self.test_dirs.len(),
+                    "test directory costs",
+                    "test directories cost"
+                ),
+                mebibytes(total),
+                listed(&named)
+            )));
+        }
+        lints
     }
-    let mut lints = Vec::new();
-    if pycache_dirs > 0 {
-        lints.push(warning(format!(
-            "{} {}: to leave them out, --exclude __pycache__ (Python then compiles what it imports at the first start) and set --env PYTHONPYCACHEPREFIX=/tmp/pycache, so that Python does not write into the copy the bootstrap checks",
-            counted(pycache_dirs, "__pycache__ directory costs", "__pycache__ directories cost"),
-            mebibytes(pycache_bytes)
-        )));
+}
+
+/// The source a `.pyc` at `path` (`dirs` then `name`) was compiled from: `m.py` for
+/// `__pycache__/m.cpython-311.pyc` beside it, `m.py` for a sourceless `m.pyc`; `None`
+/// for anything else (a file deeper inside a `__pycache__` included).
+fn pyc_source(path: &[u8], dirs: &[&[u8]], name: &[u8]) -> Option<Vec<u8>> {
+    if !name.ends_with(b".pyc") {
+        return None;
     }
-    if !stale.is_empty() {
-        lints.push(warning(format!(
-            "{} ({}) with no .py source beside: stale bytecode, or a sourceless install on purpose: {}",
-            counted(stale.len(), ".pyc file", ".pyc files"),
-            mebibytes(stale_bytes),
-            listed(&stale)
-        )));
+    match dirs.iter().position(|d| *d == b"__pycache__") {
+        Some(at) if at == dirs.len() - 1 => {
+            let module = name.split(|&b| b == b'.').next().unwrap_or(name);
+            let mut source = dirs[..at].join(&b'/');
+            if !source.is_empty() {
+                source.push(b'/');
+            }
+            source.extend_from_slice(module);
+            source.extend_from_slice(b".py");
+            Some(source)
+        }
+        Some(_) => None,
+        None => Some(path[..path.len() - 1].to_vec()),
     }
-    if !test_dirs.is_empty() {
-        let total: u64 = test_dirs.values().sum();
-        let named: Vec<String> = test_dirs
-            .iter()
-            .map(|(dir, bytes)| format!("{} ({})", text(dir), mebibytes(*bytes)))
-            .collect();
-        lints.push(warning(format!(
-            "{} {}: --exclude them if the runtime does not need them: {}",
-            counted(
-                test_dirs.len(),
-                "test directory costs",
-                "test directories cost"
-            ),
-            mebibytes(total),
-            listed(&named)
-        )));
-    }
-    lints
 }
 
 /// What only a build uses, with what it costs: static libraries and object files at

@@ -393,6 +393,40 @@ fn start(
     event: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Start> {
+    let started = Instant::now();
+    let mut child = command(place, name, args, api)
+        .spawn()
+        .map_err(|e| cannot_start(&place.bootstrap(), e))?;
+    let report = relay_stderr(&mut child);
+    let answer = match (api, event) {
+        (Some(api), Some(event)) => answer(&mut child, api.addr, event, started + timeout)?,
+        _ => None,
+    };
+    let (status, timed_out) = if answer.is_some() {
+        // Answered: Lambda would freeze it; stop it as a re-init would.
+        let status = child.try_wait()?;
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (status, false)
+    } else {
+        exit(&mut child, started + timeout)?
+    };
+    let wall = started.elapsed();
+    let report = report.recv_timeout(Duration::from_secs(1)).ok().flatten();
+    Ok(Start {
+        report,
+        status,
+        wall,
+        answer,
+        timed_out,
+    })
+}
+
+/// The bootstrap's command line and environment in `place`: what Lambda sets, unless
+/// the caller set it, and the Runtime API's address when there is one.
+fn command(place: &Place, name: &str, args: &[OsString], api: Option<&RuntimeApi>) -> Command {
     let mut command = place
         .isolation
         .command(&place.bootstrap(), &place.task, &place.hidden);
@@ -424,71 +458,54 @@ fn start(
     if let Some(api) = api {
         command.env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string());
     }
-    let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .map_err(|e| cannot_start(&place.bootstrap(), e))?;
-    let report = relay_stderr(&mut child);
+    command
+}
 
-    let answer = match (api, event) {
-        (Some(api), Some(event)) => {
-            let (sender, receiver) = mpsc::channel();
-            let addr = api.addr;
-            let body = event.to_vec();
-            let wait = timeout;
-            thread::spawn(move || {
-                let _ = sender.send(invoke(addr, &body, wait));
-            });
-            loop {
-                if let Ok(answer) = receiver.recv_timeout(Duration::from_millis(20)) {
-                    break Some(answer?);
-                }
-                if child.try_wait()?.is_some() {
-                    // An init error is reported before the exit: give it a moment to land.
-                    break receiver
-                        .recv_timeout(Duration::from_secs(1))
-                        .ok()
-                        .transpose()?;
-                }
-                if started.elapsed() > timeout {
-                    break None;
-                }
-            }
+/// Invokes `event` through the Runtime API at `addr` and waits for the runtime's
+/// answer, for its exit, or for `deadline`, whichever comes first.
+fn answer(
+    child: &mut Child,
+    addr: SocketAddr,
+    event: &[u8],
+    deadline: Instant,
+) -> Result<Option<Value>> {
+    let (sender, receiver) = mpsc::channel();
+    let body = event.to_vec();
+    let wait = deadline.saturating_duration_since(Instant::now());
+    thread::spawn(move || {
+        let _ = sender.send(invoke(addr, &body, wait));
+    });
+    loop {
+        if let Ok(answer) = receiver.recv_timeout(Duration::from_millis(20)) {
+            return Ok(Some(answer?));
         }
-        _ => None,
-    };
-    let mut timed_out = false;
-    let status = if answer.is_some() {
-        // Answered: Lambda would freeze it; stop it as a re-init would.
-        let status = child.try_wait()?;
-        if status.is_none() {
+        if child.try_wait()?.is_some() {
+            // An init error is reported before the exit: give it a moment to land.
+            return receiver
+                .recv_timeout(Duration::from_secs(1))
+                .ok()
+                .transpose();
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+    }
+}
+
+/// Waits for the bootstrap to exit; at `deadline` kills it. Its status, and whether
+/// it was killed.
+fn exit(child: &mut Child, deadline: Instant) -> Result<(Option<ExitStatus>, bool)> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((Some(status), false));
+        }
+        if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            return Ok((None, true));
         }
-        status
-    } else {
-        loop {
-            if let Some(status) = child.try_wait()? {
-                break Some(status);
-            }
-            if started.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                timed_out = true;
-                break None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    };
-    let wall = started.elapsed();
-    let report = report.recv_timeout(Duration::from_secs(1)).ok().flatten();
-    Ok(Start {
-        report,
-        status,
-        wall,
-        answer,
-        timed_out,
-    })
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Why `bootstrap` did not start, in one line. The kernel refuses an executable of

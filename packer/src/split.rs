@@ -518,6 +518,15 @@ mod tests {
         }
     }
 
+    /// The task part's paths, in order.
+    fn task_paths(split: &Split) -> Vec<String> {
+        split
+            .task
+            .iter()
+            .map(|(e, _)| String::from_utf8_lossy(&e.path).into_owned())
+            .collect()
+    }
+
     fn file(size: u64) -> EntryKind {
         EntryKind::File { size }
     }
@@ -596,11 +605,7 @@ mod tests {
             !tree.iter().any(|(p, _)| p.starts_with("lib/python3.11/")),
             "{tree:?}"
         );
-        let task: Vec<String> = split
-            .task
-            .iter()
-            .map(|(e, _)| String::from_utf8_lossy(&e.path).into_owned())
-            .collect();
+        let task = task_paths(&split);
         assert_eq!(
             task,
             [
@@ -699,11 +704,7 @@ mod tests {
             tree.contains(&("npm/package.json".into(), file(2000))),
             "{tree:?}"
         );
-        let task: Vec<String> = split
-            .task
-            .iter()
-            .map(|(e, _)| String::from_utf8_lossy(&e.path).into_owned())
-            .collect();
+        let task = task_paths(&split);
         assert_eq!(
             task,
             ["npm", "npm/lib", "npm/lib/cli.js", "npm/package.json"]
