@@ -10,6 +10,11 @@ modes and mtimes, so that coldpack's payload (and its hash) is the same from run
     corpus.py python DEST --prefix DIR [--quick]
     corpus.py small  DEST --seed N [--quick]
     corpus.py big    DEST --seed N [--quick]
+    corpus.py chromium DEST --npm DIR
+
+chromium is not generated: it is the tree @sparticuz/chromium extracts (its
+`executablePath()`, run by DIR/sparticuz-inflate.mjs next to the installed package,
+as on a Node.js 20 Lambda), with every mtime set to one fixed time.
 
 DEST must not exist; the tree is built next to it and renamed into place last, so an
 interrupted build never leaves something that looks complete. Every tree gets the
@@ -246,12 +251,40 @@ def build_big(tmp, seed, quick):
     set_dir_times(tmp, EPOCH)
 
 
+def build_chromium(tmp, npm_dir):
+    """The tree @sparticuz/chromium's executablePath() extracts into an empty $TMPDIR.
+
+    AWS_EXECUTION_ENV makes the package take Lambda's Node.js 20 path (it then also
+    extracts al2023/, the libraries Amazon Linux 2023 lacks), so the tree is the one a
+    function would get. The package writes the browser with mode 0700 and keeps its
+    tars' mtimes; the mode is left as it writes it, the mtimes are pinned so that the
+    payload's hash does not change from one build to the next.
+    """
+    script = os.path.join(npm_dir, "sparticuz-inflate.mjs")
+    if not os.path.isfile(script):
+        fail(f"{script} is missing (bench/run installs the package and copies it there)")
+    os.makedirs(tmp)
+    env = dict(os.environ, TMPDIR=tmp, AWS_EXECUTION_ENV="AWS_Lambda_nodejs20.x")
+    old_umask = os.umask(0o022)
+    try:
+        done = subprocess.run(["node", script], env=env, cwd=npm_dir)
+    finally:
+        os.umask(old_umask)
+    if done.returncode != 0 or not os.path.isfile(os.path.join(tmp, "chromium")):
+        fail("@sparticuz/chromium's executablePath() did not extract the tree")
+    for dirpath, _, filenames in os.walk(tmp):
+        for name in filenames:
+            os.utime(os.path.join(dirpath, name), (EPOCH, EPOCH), follow_symlinks=False)
+    set_dir_times(tmp, EPOCH)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=["python", "small", "big"])
+    parser.add_argument("kind", choices=["python", "small", "big", "chromium"])
     parser.add_argument("dest")
     parser.add_argument("--entry", required=True, help="executable copied to bin/true-entry")
     parser.add_argument("--prefix", help="interpreter prefix (kind python)")
+    parser.add_argument("--npm", help="where @sparticuz/chromium is installed (kind chromium)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--quick", action="store_true", help="smaller corpus for smoke runs")
     args = parser.parse_args()
@@ -264,6 +297,10 @@ def main():
         if not args.prefix:
             fail("python needs --prefix")
         build_python(tmp, args.prefix, args.quick)
+    elif args.kind == "chromium":
+        if not args.npm:
+            fail("chromium needs --npm")
+        build_chromium(tmp, args.npm)
     elif args.kind == "small":
         os.makedirs(tmp)
         build_small(tmp, args.seed, args.quick)

@@ -10,6 +10,8 @@
 //! on 127.0.0.1, every wait has a deadline, and every process is killed when its guard
 //! drops, so a failed assertion leaves nothing running.
 
+mod util;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use util::run_ok as run;
 
 /// What `build-tree.sh` writes into the greeting file the handler reads at init.
 const GREETING: &str = "Hello from a coldpacked runtime";
@@ -243,6 +246,14 @@ fn corrupt_copy(scratch: &Scratch) -> PathBuf {
     let bootstrap = task.join("bootstrap");
     fs::write(&bootstrap, bytes).unwrap();
     fs::set_permissions(&bootstrap, fs::Permissions::from_mode(0o755)).unwrap();
+    // The header is intact, so the task part keeps its name: deploy it alongside, as
+    // Lambda would, so that only the damaged chunk can be refused.
+    for item in fs::read_dir(packed_bootstrap().parent().unwrap()).unwrap() {
+        let item = item.unwrap();
+        if item.file_name().to_string_lossy().starts_with("coldpack-") {
+            run(Command::new("cp").arg("-a").arg(item.path()).arg(&task));
+        }
+    }
     bootstrap
 }
 
@@ -620,19 +631,6 @@ fn repo() -> &'static Path {
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().unwrap().port()
-}
-
-fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 fn wait_until(what: &str, condition: impl FnMut() -> bool) {

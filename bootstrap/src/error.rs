@@ -25,8 +25,14 @@ pub enum ErrorKind {
     CacheDir,
     /// Writing the tree failed for another reason.
     Extract,
+    /// The deployment lacks the task part the payload keeps its files in.
+    TaskPart,
+    /// The cache lock was held too long by another start.
+    LockTimeout,
     /// The entrypoint could not be exec'd.
     Exec,
+    /// The bootstrap itself failed: a bug, reported rather than lost.
+    Panic,
     /// A `COLDPACK_*` variable has a value the bootstrap does not understand.
     Config,
 }
@@ -41,7 +47,10 @@ impl ErrorKind {
             ErrorKind::NoSpace => "Runtime.NoSpace",
             ErrorKind::CacheDir => "Runtime.CacheDirUnusable",
             ErrorKind::Extract => "Runtime.ExtractFailed",
+            ErrorKind::TaskPart => "Runtime.TaskPartMissing",
+            ErrorKind::LockTimeout => "Runtime.CacheLockTimeout",
             ErrorKind::Exec => "Runtime.ExecFailed",
+            ErrorKind::Panic => "Runtime.BootstrapPanic",
             ErrorKind::Config => "Runtime.InvalidConfig",
         }
     }
@@ -70,12 +79,18 @@ impl Error {
     /// An I/O failure while doing `what` to `path`. A full disk is reported as
     /// such whatever the caller was doing, because the remedy is always the same.
     pub fn io(kind: ErrorKind, what: &str, path: &Path, err: io::Error) -> Error {
+        Error::io_at(kind, what, &path.display().to_string(), err)
+    }
+
+    /// The same, for something named otherwise than by a path of its own (an entry
+    /// of the tree, by its path inside it).
+    pub fn io_at(kind: ErrorKind, what: &str, name: &str, err: io::Error) -> Error {
         let kind = if err.raw_os_error() == Some(nix::libc::ENOSPC) {
             ErrorKind::NoSpace
         } else {
             kind
         };
-        Error::new(kind, format!("{what} {}: {err}", path.display()))
+        Error::new(kind, format!("{what} {name}: {err}"))
     }
 }
 

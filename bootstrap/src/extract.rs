@@ -1,294 +1,391 @@
-//! The cold path: write the payload's tree into a fresh staging directory.
+//! The cold path: write the payload's tree into its staging directory.
 //!
-//! Every core decompresses chunks, each a zstd frame of a tar stream, and writes the
-//! pieces of files it carries; a file split across chunks is written at its offset by
-//! whichever threads hold its pieces. Directories are made on demand by the first
-//! thread that needs one (owner-writable, so nothing blocks their children), so no
-//! core waits for a serial pass over thousands of `mkdir`s. Then, again on every
-//! core: directories no file needed, empty and split files, symlinks; hardlinks once
-//! every file exists; and last the directories' modes and mtimes, which nothing
-//! changes once all entries are in place. A directory its owner may not search is
-//! closed after everything under it, deepest first (tar-rs does the same).
+//! Every core decodes chunks and writes the pieces of files each carries, straight
+//! from the decoder's output; a file split across chunks is written at its offset by
+//! whichever threads hold its pieces. Every entry is reached as one name in an open
+//! directory (see `cursor`), and directories are made by the first thread that needs
+//! one, owner-only, so nothing blocks their children. After each chunk its thread
+//! appends it to the progress record, so a killed start can be resumed (see
+//! `staging`). Then, again on every core: what no chunk carries (directories no file
+//! needed, empty files, symlinks, links into the task part) and the final mode and
+//! mtime of split files; hardlinks once every file exists; and last the directories'
+//! modes and mtimes, which nothing changes once all entries are in place. Every
+//! directory lets its owner search it (the manifest refuses any other), so these can
+//! run in any order.
 //!
-//! The tar stream is never trusted for metadata: every path, mode and mtime comes from
-//! the validated manifest, and the tar headers must agree with the plan derived from
-//! it, piece by piece. Every entry is created with `O_EXCL`/`mkdir`/`symlink`, which
-//! never follow a link in the last component, inside directories this function has
-//! just made, so nothing can be written outside `staging`.
+//! Every path, mode and mtime comes from the validated manifest. Every entry is
+//! created with `O_EXCL`, `mkdirat` or `symlinkat`, which never follow a link in the
+//! last component, inside directories this start has made, so nothing can be written
+//! outside staging. A resumed start first removes whatever a killed one may have left
+//! under the names it writes.
 
-use std::ffi::OsStr;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::chunk::{self, ChunkError};
+use crate::chunk::{self, Decoder, Sink, THREAD_MEMORY};
+use crate::cursor::{Cursor, Made};
 use crate::error::{Error, ErrorKind, Result};
-use crate::manifest::{Entry, EntryKind, Manifest, Piece};
+use crate::manifest::{Kind, Manifest, Mtime, Piece};
 use crate::parallel;
 use crate::payload::Payload;
+use crate::staging::Staging;
 use crate::sys;
 
-/// Decoding threads whose windows and buffers fit the memory budget (~32 MiB peak).
+/// At most this many decoding threads: each holds a zstd window.
 const MAX_THREADS: usize = 3;
-const COPY_BUFFER: usize = 256 * 1024;
+/// What a cold start may hold in memory, the manifest and the threads' windows and
+/// buffers together, leaving room for the program itself within 32 MiB.
+const MEMORY_BUDGET: usize = 27 << 20;
 /// Entries per job of the finishing passes: enough to make a job worth taking.
 const BATCH: usize = 256;
 
 pub struct Stats {
     pub threads: usize,
+    /// Chunks a killed start had written and this one kept.
+    pub resumed: usize,
 }
 
-/// Joins an entry's path onto the root it is extracted under.
-pub fn entry_path(root: &Path, entry: &Entry) -> PathBuf {
-    if entry.path.is_empty() {
-        root.to_owned()
-    } else {
-        root.join(OsStr::from_bytes(&entry.path))
+fn failed(manifest: &Manifest, what: &str, index: usize, e: std::io::Error) -> Error {
+    Error::io_at(ErrorKind::Extract, what, &manifest.shown(index), e)
+}
+
+/// Decoding threads for `manifest`: one per core, within the memory budget.
+fn threads(manifest: &Manifest) -> usize {
+    let by_memory = MEMORY_BUDGET.saturating_sub(manifest.memory()) / THREAD_MEMORY;
+    parallel::threads_for(manifest.chunks.len(), MAX_THREADS.min(by_memory))
+}
+
+/// Extracts the whole tree into `staging`, continuing what an earlier start recorded
+/// there. `task_dir` is where links into the task part point. On error the caller
+/// discards staging; nothing was written anywhere else.
+pub fn extract(
+    payload: &Payload,
+    manifest: &Manifest,
+    staging: &Staging,
+    task_dir: &[u8],
+) -> Result<Stats> {
+    if manifest.is_direct() {
+        return Err(Error::new(
+            ErrorKind::Extract,
+            "the whole tree is in the task part: there is nothing to extract",
+        ));
     }
+    // Modes recorded in the payload are applied exactly; the process gets its umask
+    // back (for the runtime, Lambda's) before anything else runs.
+    let umask = sys::set_umask(0);
+    let extracted = extract_tree(payload, manifest, staging, task_dir);
+    sys::set_umask(umask);
+    extracted
 }
 
-fn write_err(what: &str, path: &Path, e: io::Error) -> Error {
-    Error::io(ErrorKind::Extract, what, path, e)
+fn extract_tree(
+    payload: &Payload,
+    manifest: &Manifest,
+    staging: &Staging,
+    task_dir: &[u8],
+) -> Result<Stats> {
+    let tree = Tree {
+        manifest,
+        staging,
+        made: Made::new(manifest, !staging.resumed),
+    };
+    if staging.closing {
+        // A killed start had begun closing directories: open them again for writing.
+        tree.each_entry(|cursor, index| match manifest.kind(index) {
+            Kind::Dir => tree.set_dir(cursor, index, Some(0o700), None),
+            _ => Ok(()),
+        })?;
+    }
+    let (threads, resumed) = tree.write_chunks(payload)?;
+    tree.finish_entries(task_dir)?;
+    staging.closing()?;
+    tree.close_dirs()?;
+    Ok(Stats { threads, resumed })
 }
 
-/// Extracts the whole tree into `staging`, which must not exist yet. On error the
-/// caller removes `staging`; nothing was written anywhere else.
-pub fn extract(payload: &Payload, manifest: &Manifest, staging: &Path) -> Result<Stats> {
-    let dirs = Dirs::new(manifest, staging)?;
-    let pieces = manifest.plan();
-    let threads = parallel::threads_for(manifest.chunks.len(), MAX_THREADS);
-    let starts = manifest.chunk_starts();
-    parallel::run(
-        manifest.chunks.len(),
-        threads,
-        || vec![0; COPY_BUFFER],
-        |index, buffer| {
-            chunk::read_pieces(
-                payload,
-                manifest,
-                index,
-                starts[index],
-                &pieces[index],
-                |entry, piece, member| {
-                    dirs.make(dirs.parents[piece.entry] as usize)
-                        .map_err(ChunkError::Write)?;
-                    write_piece(staging, entry, piece, member, buffer)
-                },
-            )
-        },
-    )?;
-
-    let split: Vec<usize> = pieces
-        .iter()
-        .flatten()
-        .filter(|p| p.offset == 0 && !p.is_whole(manifest.entries[p.entry].file_size()))
-        .map(|p| p.entry)
-        .collect();
-    finish_tree(&dirs, &split)?;
-    Ok(Stats { threads })
-}
-
-/// The tree's directories, each made once, by whichever thread needs it first.
-struct Dirs<'a> {
+/// A tree being extracted into staging.
+struct Tree<'a> {
     manifest: &'a Manifest,
-    staging: &'a Path,
-    parents: Vec<u32>,
-    /// Per entry: `ABSENT`, `MAKING` (a thread is in `mkdir`) or `MADE`.
-    state: Vec<AtomicU8>,
+    staging: &'a Staging,
+    made: Made,
 }
 
-const ABSENT: u8 = 0;
-const MAKING: u8 = 1;
-const MADE: u8 = 2;
-
-impl<'a> Dirs<'a> {
-    /// Makes `staging` itself, the root of the tree.
-    fn new(manifest: &'a Manifest, staging: &'a Path) -> Result<Dirs<'a>> {
-        // Validation already refused a manifest whose parents are not all listed.
-        let parents = manifest.parents().unwrap_or_default();
-        let state: Vec<AtomicU8> = (0..manifest.entries.len())
-            .map(|_| AtomicU8::new(ABSENT))
-            .collect();
-        let dirs = Dirs {
-            manifest,
-            staging,
-            parents,
-            state,
-        };
-        dirs.make(0)?;
-        Ok(dirs)
+impl Tree<'_> {
+    fn cursor(&self) -> Cursor<'_> {
+        let root = self.staging.name.as_bytes();
+        Cursor::new(
+            self.manifest,
+            &self.staging.cache_dir,
+            root,
+            Some(&self.made),
+        )
     }
 
-    /// Makes directory entry `dir` and its ancestors if no thread has yet.
-    fn make(&self, dir: usize) -> Result<()> {
-        loop {
-            match self.state[dir].load(Ordering::Acquire) {
-                MADE => return Ok(()),
-                // Another thread is inside `mkdir`: a few microseconds.
-                MAKING => std::thread::yield_now(),
-                _ => {
-                    if dir != 0 {
-                        self.make(self.parents[dir] as usize)?;
-                    }
-                    if self.state[dir]
-                        .compare_exchange(ABSENT, MAKING, Ordering::Acquire, Ordering::Acquire)
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    let path = entry_path(self.staging, &self.manifest.entries[dir]);
-                    let made = DirBuilder::new().mode(0o700).create(&path);
-                    // On failure the next thread to need it tries again and reports
-                    // the same reason: the extraction is failing either way.
-                    let next = if made.is_ok() { MADE } else { ABSENT };
-                    self.state[dir].store(next, Ordering::Release);
-                    return made.map_err(|e| write_err("cannot create directory", &path, e));
+    /// Decodes every chunk not already written and writes its pieces, on every core;
+    /// returns the threads used and the chunks kept from a killed start.
+    fn write_chunks(&self, payload: &Payload) -> Result<(usize, usize)> {
+        let (manifest, staging) = (self.manifest, self.staging);
+        let plan = manifest.plan();
+        let starts = manifest.chunk_starts();
+        let threads = threads(manifest);
+        let resumed = AtomicUsize::new(0);
+        parallel::run(
+            manifest.chunks.len(),
+            threads,
+            || Ok((self.cursor(), Decoder::new()?)),
+            |index, (cursor, decoder)| {
+                let pieces = plan.chunk(index);
+                if staging.done[index] && intact(manifest, cursor, pieces) {
+                    resumed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
                 }
+                let mut writer = Writer {
+                    manifest,
+                    cursor,
+                    replace: staging.resumed,
+                    file: None,
+                };
+                let start = starts[index];
+                chunk::read_pieces(
+                    payload,
+                    manifest,
+                    index,
+                    start,
+                    pieces,
+                    decoder,
+                    &mut writer,
+                )?;
+                staging.chunk_done(index)
+            },
+        )?;
+        Ok((threads, resumed.into_inner()))
+    }
+
+    /// Gives every directory its mtime, last, and its mode where it was not made with
+    /// it (or where a killed start may have changed it).
+    fn close_dirs(&self) -> Result<()> {
+        let manifest = self.manifest;
+        self.each_entry(|cursor, index| {
+            if manifest.kind(index) != Kind::Dir {
+                return Ok(());
             }
-        }
+            // Staging itself was made under the process's umask.
+            let mode = manifest.mode(index);
+            let chmod = index == 0 || self.staging.resumed || Made::mode(manifest, index) != mode;
+            self.set_dir(
+                cursor,
+                index,
+                chmod.then_some(mode),
+                Some(manifest.mtime(index)),
+            )
+        })
+    }
+
+    /// Gives directory `index` a mode and an mtime, either or both. The root is
+    /// reached from the cache directory by the staging name.
+    fn set_dir(
+        &self,
+        cursor: &mut Cursor,
+        index: usize,
+        mode: Option<u32>,
+        mtime: Option<Mtime>,
+    ) -> Result<()> {
+        let apply = |at: &File, name: &[u8]| {
+            if let Some(mode) = mode {
+                sys::chmod_at(at, name, mode)?;
+            }
+            match mtime {
+                Some(mtime) => sys::set_times_at(at, name, mtime),
+                None => Ok(()),
+            }
+        };
+        let done = if index == 0 {
+            apply(cursor.base(), self.staging.name.as_bytes())
+        } else {
+            cursor
+                .dir(self.manifest.parent(index))
+                .and_then(|parent| apply(parent, self.manifest.name(index)))
+        };
+        done.map_err(|e| failed(self.manifest, "cannot set mode and mtime of", index, e))
+    }
+
+    /// Runs `work(cursor, index)` for every entry, in batches spread over every core.
+    fn each_entry(&self, work: impl Fn(&mut Cursor, usize) -> Result<()> + Sync) -> Result<()> {
+        let count = self.manifest.len();
+        let jobs = count.div_ceil(BATCH);
+        parallel::run(
+            jobs,
+            parallel::threads_for(jobs, usize::MAX),
+            || Ok(self.cursor()),
+            |job, cursor| {
+                (job * BATCH..count.min((job + 1) * BATCH)).try_for_each(|i| work(cursor, i))
+            },
+        )
     }
 }
 
-/// Everything after the chunks: what no chunk carries, and the metadata that must be
-/// set once all contents are in place.
-/// `split` lists, in order, the files whose pieces came from more than one chunk.
-fn finish_tree(dirs: &Dirs, split: &[usize]) -> Result<()> {
-    let (manifest, staging) = (dirs.manifest, dirs.staging);
-    let entries = &manifest.entries;
-    // Hardlinks wait for the second pass: their target may be an empty file.
-    each_entry(entries.len(), |index| {
-        let entry = &entries[index];
-        match &entry.kind {
-            EntryKind::Dir => return dirs.make(index),
-            EntryKind::Hardlink { .. } => return Ok(()),
-            _ => dirs.make(dirs.parents[index] as usize)?,
+/// Whether the pieces a killed start recorded as written still look as the manifest
+/// says: whole files with their final type, mode, size and mtime; pieces of split
+/// files inside a regular file long enough to hold them.
+fn intact(manifest: &Manifest, cursor: &mut Cursor, pieces: &[Piece]) -> bool {
+    pieces.iter().all(|piece| {
+        let index = piece.entry;
+        let Ok(dir) = cursor.dir(manifest.parent(index)) else {
+            return false;
+        };
+        let Ok(stat) = sys::lstat_at(dir, manifest.name(index)) else {
+            return false;
+        };
+        let regular = stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
+        let size = stat.st_size as u64;
+        if piece.whole {
+            let mtime = manifest.mtime(index);
+            regular
+                && stat.st_mode & 0o7777 == manifest.mode(index)
+                && size == manifest.size(index)
+                && (stat.st_mtime, stat.st_mtime_nsec as u32) == (mtime.sec, mtime.nsec)
+        } else {
+            regular && size >= piece.offset + piece.len
         }
-        let path = entry_path(staging, entry);
-        match &entry.kind {
-            EntryKind::File { size: 0, .. } => {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(entry.mode)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(|e| write_err("cannot create", &path, e))?;
-                sys::set_file_mtime(&file, entry.mtime)
-                    .map_err(|e| write_err("cannot set mtime of", &path, e))?;
+    })
+}
+
+/// Writes the pieces of one chunk into their files.
+struct Writer<'a, 'c> {
+    manifest: &'a Manifest,
+    cursor: &'c mut Cursor<'a>,
+    /// Remove what may already be under a name before creating it (a resumed start).
+    replace: bool,
+    file: Option<(File, u64)>,
+}
+
+impl Sink for Writer<'_, '_> {
+    fn begin(&mut self, piece: &Piece) -> Result<()> {
+        let (manifest, index) = (self.manifest, piece.entry);
+        let fail = |what: &str, e| failed(manifest, what, index, e);
+        let dir = self
+            .cursor
+            .dir(manifest.parent(index))
+            .map_err(|e| fail("cannot create the directory of", e))?;
+        let name = manifest.name(index);
+        // A new file's descriptor is writable whatever mode it is created with, so a
+        // whole file gets its final mode at once; a split one stays owner-writable for
+        // its other pieces until the tree is finished.
+        let file = if piece.whole {
+            if self.replace {
+                sys::remove_at(dir, name).map_err(|e| fail("cannot remove", e))?;
             }
-            // Whole files got their mode and mtime from their chunk's thread; a split
-            // one was created owner-writable so that every piece could open it.
-            EntryKind::File { .. } if split.binary_search(&index).is_ok() => {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&path)
-                    .map_err(|e| write_err("cannot open", &path, e))?;
-                sys::set_file_mtime(&file, entry.mtime)
-                    .map_err(|e| write_err("cannot set mtime of", &path, e))?;
-                file.set_permissions(fs::Permissions::from_mode(entry.mode))
-                    .map_err(|e| write_err("cannot set mode of", &path, e))?;
-            }
-            EntryKind::Symlink { target } => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
-                    .map_err(|e| write_err("cannot create symlink", &path, e))?;
-                sys::set_mtime(&path, entry.mtime)
-                    .map_err(|e| write_err("cannot set mtime of", &path, e))?;
-            }
-            _ => {}
-        }
+            sys::create_file(dir, name, manifest.mode(index), true)
+        } else {
+            sys::create_file(dir, name, 0o600, false)
+        };
+        self.file = Some((file.map_err(|e| fail("cannot create", e))?, piece.offset));
         Ok(())
-    })?;
-    each_entry(entries.len(), |index| {
-        let EntryKind::Hardlink { target } = entries[index].kind else {
+    }
+
+    fn write(&mut self, piece: &Piece, bytes: &[u8]) -> Result<()> {
+        let Some((file, at)) = &mut self.file else {
             return Ok(());
         };
-        let (original, path) = (
-            entry_path(staging, &entries[target as usize]),
-            entry_path(staging, &entries[index]),
-        );
-        fs::hard_link(&original, &path).map_err(|e| write_err("cannot create hardlink", &path, e))
-    })?;
-    // Setting a directory's mode or mtime changes nothing in its parent, so order does
-    // not matter, except under a directory its owner cannot search: those go last,
-    // deepest first, the way a serial pass in reverse path order visits them.
-    let searchable = |entry: &Entry| entry.mode & 0o100 != 0;
-    each_entry(entries.len(), |index| {
-        let entry = &entries[index];
-        if entry.kind == EntryKind::Dir && searchable(entry) {
-            close_dir(staging, entry)?;
+        let written = if piece.whole {
+            file.write_all(bytes)
+        } else {
+            file.write_all_at(bytes, *at)
+        };
+        *at += bytes.len() as u64;
+        written.map_err(|e| failed(self.manifest, "cannot write", piece.entry, e))
+    }
+
+    fn end(&mut self, piece: &Piece) -> Result<()> {
+        if let (Some((file, _)), true) = (self.file.take(), piece.whole) {
+            sys::set_file_times(&file, self.manifest.mtime(piece.entry))
+                .map_err(|e| failed(self.manifest, "cannot set mtime of", piece.entry, e))?;
         }
         Ok(())
-    })?;
-    entries
-        .iter()
-        .rev()
-        .filter(|e| e.kind == EntryKind::Dir && !searchable(e))
-        .try_for_each(|entry| close_dir(staging, entry))
-}
-
-/// Runs `work` for every entry index, in batches spread over every core.
-fn each_entry(count: usize, work: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
-    let jobs = count.div_ceil(BATCH);
-    let threads = parallel::threads_for(jobs, usize::MAX);
-    parallel::run(
-        jobs,
-        threads,
-        || (),
-        |job, ()| (job * BATCH..count.min((job + 1) * BATCH)).try_for_each(&work),
-    )
-}
-
-/// Gives a directory its recorded mode and mtime.
-fn close_dir(staging: &Path, entry: &Entry) -> Result<()> {
-    let path = entry_path(staging, entry);
-    fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode))
-        .map_err(|e| write_err("cannot set mode of", &path, e))?;
-    sys::set_mtime(&path, entry.mtime).map_err(|e| write_err("cannot set mtime of", &path, e))
-}
-
-/// Writes one piece of a file: a whole file with its final mode and mtime at once,
-/// or one part of a split file at its offset.
-fn write_piece(
-    staging: &Path,
-    entry: &Entry,
-    piece: &Piece,
-    member: &mut dyn Read,
-    buffer: &mut [u8],
-) -> std::result::Result<(), ChunkError> {
-    let path = entry_path(staging, entry);
-    let write =
-        |what: &str, e: io::Error| ChunkError::Write(Error::io(ErrorKind::Extract, what, &path, e));
-    let whole = piece.is_whole(entry.file_size());
-    let mut options = OpenOptions::new();
-    options.write(true).custom_flags(nix::libc::O_NOFOLLOW);
-    if whole {
-        // A new file's descriptor is writable whatever mode it is created with, so a
-        // read-only file gets its final mode at once and no chmod is needed.
-        options.create_new(true).mode(entry.mode);
-    } else {
-        options.create(true).mode(0o600);
     }
-    let mut file = options.open(&path).map_err(|e| write("cannot create", e))?;
-    let mut at = piece.offset;
-    loop {
-        let n = member.read(buffer).map_err(ChunkError::Read)?;
-        if n == 0 {
-            break;
+}
+
+impl Tree<'_> {
+    /// Everything no chunk carries, then the hardlinks, which need their files.
+    fn finish_entries(&self, task_dir: &[u8]) -> Result<()> {
+        let split = self.manifest.plan().split_files();
+        self.each_entry(|cursor, index| self.finish_entry(cursor, index, &split, task_dir))?;
+        self.each_entry(|cursor, index| self.link_hardlink(cursor, index))
+    }
+
+    /// Makes entry `index` if no chunk made it, or gives a split file its metadata.
+    fn finish_entry(
+        &self,
+        cursor: &mut Cursor,
+        index: usize,
+        split: &[usize],
+        task_dir: &[u8],
+    ) -> Result<()> {
+        let manifest = self.manifest;
+        let fail = |what: &str, e| failed(manifest, what, index, e);
+        let kind = manifest.kind(index);
+        if kind == Kind::Dir {
+            // Most were made for the files they hold.
+            if !self.made.contains(index) {
+                cursor.dir(index).map_err(|e| fail("cannot create", e))?;
+            }
+            return Ok(());
         }
-        if whole {
-            file.write_all(&buffer[..n])
-        } else {
-            file.write_all_at(&buffer[..n], at)
+        let dir = cursor
+            .dir(manifest.parent(index))
+            .map_err(|e| fail("cannot create the directory of", e))?;
+        let name = manifest.name(index);
+        let target = match kind {
+            Kind::Symlink => manifest.link_target(index).to_vec(),
+            Kind::TaskDir | Kind::TaskFile => [task_dir, b"/", &manifest.path(index)].concat(),
+            Kind::File if manifest.size(index) == 0 => {
+                self.replace(dir, name)
+                    .map_err(|e| fail("cannot remove", e))?;
+                let file = sys::create_file(dir, name, manifest.mode(index), true)
+                    .map_err(|e| fail("cannot create", e))?;
+                return sys::set_file_times(&file, manifest.mtime(index))
+                    .map_err(|e| fail("cannot set mtime of", e));
+            }
+            Kind::File if split.binary_search(&index).is_ok() => {
+                return sys::chmod_at(dir, name, manifest.mode(index))
+                    .and_then(|()| sys::set_times_at(dir, name, manifest.mtime(index)))
+                    .map_err(|e| fail("cannot finish", e));
+            }
+            _ => return Ok(()),
+        };
+        self.replace(dir, name)
+            .map_err(|e| fail("cannot remove", e))?;
+        sys::symlink_at(&target, dir, name)
+            .and_then(|()| sys::set_times_at(dir, name, manifest.mtime(index)))
+            .map_err(|e| fail("cannot create symlink", e))
+    }
+
+    /// Entry `index`, if a hardlink, linked to its file.
+    fn link_hardlink(&self, cursor: &mut Cursor, index: usize) -> Result<()> {
+        let manifest = self.manifest;
+        if manifest.kind(index) != Kind::Hardlink {
+            return Ok(());
         }
-        .map_err(|e| write("cannot write", e))?;
-        at += n as u64;
+        let target = manifest.hardlink_target(index);
+        let fail = |e| failed(manifest, "cannot create hardlink", index, e);
+        // Two directories at once: the file's, duplicated, and the link's.
+        let from = cursor
+            .dir(manifest.parent(target))
+            .and_then(File::try_clone)
+            .map_err(fail)?;
+        let dir = cursor.dir(manifest.parent(index)).map_err(fail)?;
+        self.replace(dir, manifest.name(index)).map_err(fail)?;
+        sys::link_at(&from, manifest.name(target), dir, manifest.name(index)).map_err(fail)
     }
-    if whole {
-        sys::set_file_mtime(&file, entry.mtime).map_err(|e| write("cannot set mtime of", e))?;
+
+    /// A resumed start removes whatever a killed one left under a name it is about to
+    /// create; a fresh one has nothing there.
+    fn replace(&self, dir: &File, name: &[u8]) -> std::io::Result<()> {
+        if self.staging.resumed {
+            sys::remove_at(dir, name)?;
+        }
+        Ok(())
     }
-    Ok(())
 }

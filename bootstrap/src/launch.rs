@@ -1,72 +1,124 @@
-//! Hand the process over to the runtime.
+//! The launch section: the payload's name and how to start the runtime.
 //!
-//! `execve` rather than a child process: the runtime inherits the pid Lambda watches,
-//! the environment Lambda set (`AWS_LAMBDA_RUNTIME_API`, `_HANDLER`, credentials, …),
-//! the working directory and stdio, and the bootstrap costs nothing after this. By
-//! now every thread has joined and every file the bootstrap wrote is closed, so the
-//! kernel cannot refuse the entrypoint with `ETXTBSY`; descriptors std opened carry
-//! `O_CLOEXEC`, so the cache lock is released by the exec itself.
+//! It is hashed on its own in the payload header and kept tiny, so that a warm start
+//! that trusts the completion marker reads the header and this section and nothing
+//! else: a few hundred bytes.
 
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::Command;
+use crate::error::{Error, Result};
+use crate::wire::{Reader, Writer};
 
-use crate::error::{Error, ErrorKind};
-use crate::manifest::Launch;
+/// How to start the runtime once its tree is in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    /// Names the cache directory's entries and the task part; `[A-Za-z0-9_-]`, so `.`
+    /// can separate suffixes.
+    pub name: String,
+    /// Path of the executable inside the tree.
+    pub entrypoint: Vec<u8>,
+    /// Arguments placed before the ones the bootstrap itself receives; `{root}` is
+    /// replaced by the tree's path.
+    pub args: Vec<Vec<u8>>,
+    /// Variables added to the environment the bootstrap received; `{root}` in values is
+    /// replaced by the tree's path.
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+}
 
-const ROOT_PLACEHOLDER: &[u8] = b"{root}";
-
-/// Replaces every `{root}` in `text` with `root`.
-pub fn substitute(text: &[u8], root: &[u8]) -> OsString {
-    let mut out = Vec::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest
-        .windows(ROOT_PLACEHOLDER.len())
-        .position(|w| w == ROOT_PLACEHOLDER)
-    {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(root);
-        rest = &rest[at + ROOT_PLACEHOLDER.len()..];
+impl Launch {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.blob(self.name.as_bytes());
+        w.blob(&self.entrypoint);
+        w.u32(self.args.len() as u32);
+        for arg in &self.args {
+            w.blob(arg);
+        }
+        w.u32(self.env.len() as u32);
+        for (key, value) in &self.env {
+            w.blob(key);
+            w.blob(value);
+        }
+        w.bytes
     }
-    out.extend_from_slice(rest);
-    OsStr::from_bytes(&out).to_owned()
+
+    pub fn decode(bytes: &[u8]) -> Result<Launch> {
+        let mut r = Reader::new(bytes, "launch section");
+        let name = String::from_utf8(r.blob()?.to_vec())
+            .ok()
+            .filter(|name| valid_name(name))
+            .ok_or_else(|| Error::corrupt("payload name is not made of [A-Za-z0-9_-]"))?;
+        let entrypoint = r.blob()?.to_vec();
+        check_path(&entrypoint).map_err(|why| Error::corrupt(format!("entrypoint {why}")))?;
+        let args = (0..r.count(4)?)
+            .map(|_| Ok(r.blob()?.to_vec()))
+            .collect::<Result<Vec<_>>>()?;
+        let env = (0..r.count(8)?)
+            .map(|_| Ok((r.blob()?.to_vec(), r.blob()?.to_vec())))
+            .collect::<Result<Vec<_>>>()?;
+        r.finish()?;
+        for (key, _) in &env {
+            if !valid_env_key(key) {
+                return Err(Error::corrupt(format!(
+                    "environment variable name {:?} is not valid",
+                    String::from_utf8_lossy(key)
+                )));
+            }
+        }
+        if args
+            .iter()
+            .chain(env.iter().map(|(_, v)| v))
+            .any(|s| s.contains(&0))
+        {
+            return Err(Error::corrupt(
+                "an argument or variable contains a NUL byte",
+            ));
+        }
+        Ok(Launch {
+            name,
+            entrypoint,
+            args,
+            env,
+        })
+    }
 }
 
-/// Execs the entrypoint under `root` with the recorded arguments, then `extra` (the
-/// bootstrap's own arguments), and the recorded variables added to the environment.
-/// Returns only if the exec failed.
-pub fn exec(root: &Path, launch: &Launch, extra: impl Iterator<Item = OsString>) -> Error {
-    let root_bytes = root.as_os_str().as_bytes();
-    let program = root.join(OsStr::from_bytes(&launch.entrypoint));
-    let err = Command::new(&program)
-        .args(launch.args.iter().map(|arg| substitute(arg, root_bytes)))
-        .args(extra)
-        .envs(
-            launch
-                .env
-                .iter()
-                .map(|(key, value)| (OsStr::from_bytes(key), substitute(value, root_bytes))),
-        )
-        .exec();
-    Error::new(
-        ErrorKind::Exec,
-        format!("cannot exec entrypoint {}: {err}", program.display()),
-    )
+/// A name the cache directory can use verbatim: `[A-Za-z0-9_-]`, 1 to 64 bytes.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// An environment variable name the exec can pass on: non-empty, no `=` or NUL.
+pub fn valid_env_key(key: &[u8]) -> bool {
+    !key.is_empty() && !key.contains(&b'=') && !key.contains(&0)
+}
 
-    #[test]
-    fn every_placeholder_is_replaced() {
-        assert_eq!(
-            substitute(b"{root}/lib:{root}/x", b"/tmp/r"),
-            OsString::from("/tmp/r/lib:/tmp/r/x")
-        );
-        assert_eq!(substitute(b"plain", b"/tmp/r"), OsString::from("plain"));
-        assert_eq!(substitute(b"{root", b"/tmp/r"), OsString::from("{root"));
+/// Linux's `PATH_MAX` less the terminating NUL.
+pub const MAX_PATH: usize = 4095;
+/// Linux's `NAME_MAX`.
+pub const MAX_NAME: usize = 255;
+
+/// Checks that `path` is relative, made only of normal components, and fits Linux's
+/// limits. Says why not, for the caller to put in context.
+pub fn check_path(path: &[u8]) -> std::result::Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("is empty");
+    }
+    if path.len() > MAX_PATH {
+        return Err("is longer than 4095 bytes");
+    }
+    path.split(|&b| b == b'/').try_for_each(check_name)
+}
+
+/// Checks one path component: what a directory entry may be called.
+pub fn check_name(name: &[u8]) -> std::result::Result<(), &'static str> {
+    match name {
+        b"" => Err("has an empty component (absolute, or `//`)"),
+        b"." | b".." => Err("has a `.` or `..` component"),
+        n if n.len() > MAX_NAME => Err("has a component over 255 bytes"),
+        n if n.contains(&0) => Err("contains a NUL byte"),
+        n if n.contains(&b'/') => Err("has a `/` in a name"),
+        _ => Ok(()),
     }
 }

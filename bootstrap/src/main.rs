@@ -6,6 +6,7 @@ use std::time::Instant;
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    coldpack_bootstrap::report_panics(started);
     let err = match coldpack_bootstrap::Config::from_env() {
         Ok(config) => coldpack_bootstrap::boot(started, &config),
         Err(e) => e,

@@ -1,25 +1,28 @@
-//! Where the payload sits and how its bytes are trusted.
+//! Where the payload sits, how its bytes are trusted, and how one is assembled.
 //!
 //! `coldpack pack` appends the payload to a copy of the stock bootstrap and ends the
 //! file with a fixed-size trailer, so one read-only file in `/var/task` carries both
 //! the program and the exact hash it must find:
 //!
 //! ```text
-//! [bootstrap ELF][header][launch][manifest][chunk 0][chunk 1]...[trailer]
-//! header  (128 bytes): magic, format version, section lengths, SHA-256 of launch and manifest
+//! [bootstrap ELF][header][launch][manifest][task index][chunk 0]...[chunk n-1][trailer]
+//! header  (128 bytes): magic, format version, flags, section lengths,
+//!                      SHA-256 of the launch section and of the manifest
 //! trailer  (56 bytes): payload offset, payload length, SHA-256 of the header, magic
 //! ```
 //!
 //! The hashes form a chain: the trailer names the header's hash, the header the launch
-//! section's and the manifest's, the manifest each chunk's. A start checks only what it
-//! reads: a warm start with a completion marker reads the header and the launch section
-//! (a few hundred bytes); a cold start checks each chunk as it streams through its
-//! thread's decoder. No byte is acted on before the hash that covers it has been
-//! checked, except chunk contents, which are written into a private staging directory
-//! that is discarded if their chunk's hash then fails.
+//! section's and the manifest's, the manifest the task index's and each chunk's. A
+//! start checks only what it reads: a warm start with a completion marker reads the
+//! header and the launch section (a few hundred bytes); a cold start checks each chunk
+//! as it streams through its thread's decoder. No byte is acted on before the hash
+//! that covers it has been checked, except chunk contents, which are written into a
+//! private staging directory that is discarded if their chunk's hash then fails.
 //!
-//! The SHA-256 of the header is the payload's identity: it names the cache entry and
-//! the completion marker.
+//! The SHA-256 of the header is the payload's identity: it names the cache entry, the
+//! completion marker and the task part. [`Assembly`] is the one place that lays a
+//! payload out; the packer, the tests and the fuzzers all call it.
+//! docs/design.md describes the format in full.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -29,21 +32,29 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::manifest::{Launch, Manifest};
+use crate::launch::Launch;
+use crate::manifest::{Manifest, MAX_MANIFEST};
+use crate::task::TaskIndex;
 use crate::wire::{Reader, Writer};
 
 pub const HEADER_MAGIC: [u8; 8] = *b"COLDPACK";
 pub const TRAILER_MAGIC: [u8; 8] = *b"CPTRAIL1";
 /// Bumped on any change a bootstrap of the previous version could misread.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 128;
 pub const TRAILER_LEN: usize = 56;
+/// Header flag: the whole tree is kept in the task part, nothing goes to the cache.
+pub const FLAG_DIRECT: u32 = 1;
+/// Largest task index the tools will inflate; the bootstrap never reads it at start.
+const MAX_TASK_INDEX: u64 = 256 << 20;
 
 /// Fixed-size description of the sections that follow it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Header {
+    pub flags: u32,
     pub launch_len: u64,
     pub manifest_len: u64,
+    pub task_index_len: u64,
     pub chunks_len: u64,
     pub launch_sha256: [u8; 32],
     pub manifest_sha256: [u8; 32],
@@ -54,9 +65,10 @@ impl Header {
         let mut w = Writer::default();
         w.raw(&HEADER_MAGIC);
         w.u32(FORMAT_VERSION);
-        w.u32(0); // flags, none defined yet
+        w.u32(self.flags);
         w.u64(self.launch_len);
         w.u64(self.manifest_len);
+        w.u64(self.task_index_len);
         w.u64(self.chunks_len);
         w.raw(&self.launch_sha256);
         w.raw(&self.manifest_sha256);
@@ -80,16 +92,19 @@ impl Header {
                 ),
             ));
         }
-        if r.u32()? != 0 {
-            return Err(Error::corrupt("payload header sets unknown flags"));
-        }
-        Ok(Header {
+        let header = Header {
+            flags: r.u32()?,
             launch_len: r.u64()?,
             manifest_len: r.u64()?,
+            task_index_len: r.u64()?,
             chunks_len: r.u64()?,
             launch_sha256: r.array()?,
             manifest_sha256: r.array()?,
-        })
+        };
+        if header.flags & !FLAG_DIRECT != 0 || r.raw(r.left())?.iter().any(|&b| b != 0) {
+            return Err(Error::corrupt("payload header sets unknown flags"));
+        }
+        Ok(header)
     }
 
     /// Total payload length, header included; `None` if the lengths overflow.
@@ -97,6 +112,7 @@ impl Header {
         (HEADER_LEN as u64)
             .checked_add(self.launch_len)?
             .checked_add(self.manifest_len)?
+            .checked_add(self.task_index_len)?
             .checked_add(self.chunks_len)
     }
 }
@@ -116,9 +132,9 @@ impl Trailer {
         w.u64(self.len);
         w.raw(&self.header_sha256);
         w.raw(&TRAILER_MAGIC);
-        w.bytes
-            .try_into()
-            .expect("trailer fields add up to TRAILER_LEN")
+        let mut out = [0; TRAILER_LEN];
+        out.copy_from_slice(&w.bytes);
+        out
     }
 
     /// Reads the trailer at the end of `file`; `Ok(None)` when the file has none
@@ -156,7 +172,124 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]])
+        .map(char::from)
+        .collect()
+}
+
+/// The sections of a payload, as the packer (or a test) has built them.
+pub struct Sections<'a> {
+    pub flags: u32,
+    pub launch: &'a [u8],
+    /// The manifest and the task index, each compressed with [`deflate_section`].
+    pub manifest: &'a [u8],
+    pub task_index: &'a [u8],
+    /// Each chunk's zstd frame, in order.
+    pub chunks: &'a [Vec<u8>],
+}
+
+/// A stock bootstrap and the sections laid out after it: the bytes of a packed
+/// bootstrap, in order, and the payload's identity.
+pub struct Assembly<'a> {
+    stock: &'a [u8],
+    sections: Sections<'a>,
+    header: [u8; HEADER_LEN],
+    trailer: [u8; TRAILER_LEN],
+    pub id: [u8; 32],
+}
+
+impl<'a> Assembly<'a> {
+    pub fn new(stock: &'a [u8], sections: Sections<'a>) -> Assembly<'a> {
+        let header = Header {
+            flags: sections.flags,
+            launch_len: sections.launch.len() as u64,
+            manifest_len: sections.manifest.len() as u64,
+            task_index_len: sections.task_index.len() as u64,
+            chunks_len: sections.chunks.iter().map(|c| c.len() as u64).sum(),
+            launch_sha256: sha256(sections.launch),
+            manifest_sha256: sha256(sections.manifest),
+        };
+        let payload_len = header.payload_len().unwrap_or(u64::MAX);
+        let header = header.encode();
+        let id = sha256(&header);
+        let trailer = Trailer {
+            offset: stock.len() as u64,
+            len: payload_len,
+            header_sha256: id,
+        }
+        .encode();
+        Assembly {
+            stock,
+            sections,
+            header,
+            trailer,
+            id,
+        }
+    }
+
+    /// The file's bytes, piece by piece.
+    pub fn parts(&self) -> Vec<&[u8]> {
+        let s = &self.sections;
+        let mut parts = vec![
+            self.stock,
+            &self.header[..],
+            s.launch,
+            s.manifest,
+            s.task_index,
+        ];
+        parts.extend(s.chunks.iter().map(Vec::as_slice));
+        parts.push(&self.trailer);
+        parts
+    }
+
+    /// The packed bootstrap's length.
+    pub fn len(&self) -> u64 {
+        self.parts().iter().map(|p| p.len() as u64).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The payload's length, header to last chunk.
+    pub fn payload_len(&self) -> u64 {
+        self.len() - self.stock.len() as u64 - TRAILER_LEN as u64
+    }
+
+    /// The whole packed bootstrap in memory, for tests and fuzzers.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts().concat()
+    }
+}
+
+/// zstd's frame magic number, as the first four bytes of a compressed section.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Compresses the manifest or the task index: their names and columns compress about
+/// tenfold, and raw they would make the payload several percent larger than
+/// `tar | zstd` of the same tree.
+pub fn deflate_section(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    zstd::bulk::compress(raw, level)
+}
+
+/// Inflates a section stored as one zstd frame, refusing before allocating anything
+/// a frame that states no size or more than `max` bytes.
+fn inflate_section(bytes: &[u8], max: u64, what: &str) -> Result<Vec<u8>> {
+    let size = match zstd::zstd_safe::get_frame_content_size(bytes) {
+        Ok(Some(size)) if bytes.starts_with(&ZSTD_MAGIC) && size <= max => size as usize,
+        _ => return Err(Error::corrupt(format!("payload {what} has no usable size"))),
+    };
+    let raw = zstd::bulk::decompress(bytes, size)
+        .map_err(|e| Error::corrupt(format!("payload {what} does not decompress: {e}")))?;
+    if raw.len() != size {
+        return Err(Error::corrupt(format!(
+            "payload {what} is shorter than it claims"
+        )));
+    }
+    Ok(raw)
 }
 
 /// An open payload whose header has been checked against the trailer's hash.
@@ -222,6 +355,12 @@ impl Payload {
         self.header.payload_len().unwrap_or(0)
     }
 
+    /// Whether the whole tree is kept in the task part (the header says so, so a warm
+    /// start knows without reading the manifest).
+    pub fn is_direct(&self) -> bool {
+        self.header.flags & FLAG_DIRECT != 0
+    }
+
     /// Reads `len` bytes at `at` (relative to the payload) and checks their hash.
     fn section(&self, at: u64, len: u64, expected: &[u8; 32], what: &str) -> Result<Vec<u8>> {
         // A section longer than the payload was already refused by `open`, so this
@@ -249,11 +388,17 @@ impl Payload {
         Launch::decode(&bytes)
     }
 
-    pub fn manifest(&self) -> Result<Manifest> {
+    /// The manifest's bytes as encoded, checked against their hash and inflated.
+    pub fn raw_manifest(&self) -> Result<Vec<u8>> {
         let h = &self.header;
         let at = HEADER_LEN as u64 + h.launch_len;
         let bytes = self.section(at, h.manifest_len, &h.manifest_sha256, "manifest")?;
-        let manifest = Manifest::decode(&inflate_manifest(bytes)?)?;
+        inflate_section(&bytes, MAX_MANIFEST, "manifest")
+    }
+
+    pub fn manifest(&self) -> Result<Manifest> {
+        let h = &self.header;
+        let manifest = Manifest::decode(self.raw_manifest()?)?;
         let chunks_len = manifest
             .chunks
             .iter()
@@ -263,12 +408,31 @@ impl Payload {
                 "manifest chunk sizes do not match the payload's length",
             ));
         }
+        if manifest.is_direct() != self.is_direct() {
+            return Err(Error::corrupt(
+                "payload header and manifest disagree on where the tree is",
+            ));
+        }
         Ok(manifest)
+    }
+
+    /// The list of what the task part holds, checked against the manifest's hash of it.
+    pub fn task_index(&self, manifest: &Manifest) -> Result<TaskIndex> {
+        let h = &self.header;
+        let at = HEADER_LEN as u64 + h.launch_len + h.manifest_len;
+        let bytes = self.section(
+            at,
+            h.task_index_len,
+            &manifest.task_index_sha256,
+            "task index",
+        )?;
+        TaskIndex::decode(&inflate_section(&bytes, MAX_TASK_INDEX, "task index")?)
     }
 
     /// Offset of the chunks region within the payload.
     fn chunks_at(&self) -> u64 {
-        HEADER_LEN as u64 + self.header.launch_len + self.header.manifest_len
+        let h = &self.header;
+        HEADER_LEN as u64 + h.launch_len + h.manifest_len + h.task_index_len
     }
 
     /// A reader of one chunk's compressed bytes that hashes them as they pass.
@@ -281,37 +445,6 @@ impl Payload {
             hasher: Sha256::new(),
         }
     }
-}
-
-/// zstd's frame magic number, as the first four bytes of a section.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-/// Largest manifest the bootstrap will inflate: about half a million entries.
-const MAX_MANIFEST: u64 = 64 << 20;
-
-/// The packer stores the manifest as one zstd frame: its paths compress about tenfold
-/// and, raw, they would make the payload several percent larger than `tar | zstd` of
-/// the same tree. A raw manifest is still read, told apart by zstd's magic number,
-/// which no raw manifest can start with (it would claim four billion entries).
-pub fn deflate_manifest(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    zstd::bulk::compress(raw, level)
-}
-
-fn inflate_manifest(bytes: Vec<u8>) -> Result<Vec<u8>> {
-    if !bytes.starts_with(&ZSTD_MAGIC) {
-        return Ok(bytes);
-    }
-    // The frame states its size; anything without one, or too large, is refused
-    // before a byte is allocated for it.
-    let size = match zstd::zstd_safe::get_frame_content_size(&bytes) {
-        Ok(Some(size)) if size <= MAX_MANIFEST => size as usize,
-        _ => return Err(Error::corrupt("payload manifest has no usable size")),
-    };
-    let raw = zstd::bulk::decompress(&bytes, size)
-        .map_err(|e| Error::corrupt(format!("payload manifest does not decompress: {e}")))?;
-    if raw.len() != size {
-        return Err(Error::corrupt("payload manifest is shorter than it claims"));
-    }
-    Ok(raw)
 }
 
 /// Streams a chunk's compressed bytes with `pread`, so that threads share one file
@@ -343,6 +476,11 @@ impl Read for ChunkReader<'_> {
 }
 
 impl ChunkReader<'_> {
+    /// Bytes of the chunk not yet read.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
     /// Reads whatever the decoder left unread and checks the hash of the whole chunk.
     pub fn finish(mut self, expected: &[u8; 32]) -> io::Result<()> {
         io::copy(&mut self, &mut io::sink())?;

@@ -4,7 +4,7 @@
 //! `ms`; hand-written because a JSON library would cost more than it saves here.
 
 use std::fmt::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What this start did, with the fields of its log line.
 pub struct Report<'a> {
@@ -15,6 +15,7 @@ pub struct Report<'a> {
     pub fields: Vec<(&'a str, Value<'a>)>,
 }
 
+#[derive(Clone)]
 pub enum Value<'a> {
     Text(&'a str),
     Number(u64),
@@ -22,12 +23,12 @@ pub enum Value<'a> {
 
 impl Report<'_> {
     pub fn line(&self) -> String {
-        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let mut out = String::from("{\"coldpack\":\"bootstrap\",\"decision\":");
         push_str(&mut out, self.decision);
         out.push_str(",\"reason\":");
         push_str(&mut out, self.reason);
-        let _ = write!(out, ",\"ms\":{ms:.3}");
+        out.push_str(",\"ms\":");
+        push_ms(&mut out, self.started.elapsed());
         for (key, value) in &self.fields {
             let _ = write!(out, ",\"{key}\":");
             match value {
@@ -40,6 +41,13 @@ impl Report<'_> {
         out.push('}');
         out
     }
+}
+
+/// Appends `elapsed` in milliseconds with three decimals (`1.234`), in integers:
+/// formatting a float would link core's float printing, about 20 KB of the bootstrap.
+fn push_ms(out: &mut String, elapsed: Duration) {
+    let micros = elapsed.as_micros();
+    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
 }
 
 /// Appends `text` as a JSON string literal.
@@ -64,6 +72,24 @@ pub fn push_str(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milliseconds_have_three_decimals() {
+        for (micros, text) in [
+            (0, "0.000"),
+            (7, "0.007"),
+            (1_234, "1.234"),
+            (98_765_432, "98765.432"),
+        ] {
+            let mut out = String::new();
+            push_ms(&mut out, Duration::from_micros(micros));
+            assert_eq!(out, text);
+        }
+        // Truncated, not rounded, below the microsecond.
+        let mut out = String::new();
+        push_ms(&mut out, Duration::from_nanos(1_999));
+        assert_eq!(out, "0.001");
+    }
 
     #[test]
     fn strings_are_escaped() {

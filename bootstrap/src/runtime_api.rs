@@ -165,7 +165,7 @@ fn remaining(deadline: Instant) -> std::io::Result<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::TcpListener;
     use std::sync::mpsc;
@@ -173,7 +173,9 @@ mod tests {
 
     /// A one-shot Runtime API on loopback: answers `status_line` (or nothing, when
     /// `None`) and hands the raw request it read to the test.
-    fn fake_runtime_api(status_line: Option<&'static str>) -> (SocketAddr, mpsc::Receiver<String>) {
+    pub(crate) fn fake_runtime_api(
+        status_line: Option<&'static str>,
+    ) -> (SocketAddr, mpsc::Receiver<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (sender, receiver) = mpsc::channel();

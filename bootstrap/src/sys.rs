@@ -1,17 +1,22 @@
-//! The few syscalls std does not offer, in one place, through `nix`.
+//! The syscalls std does not offer, in one place, through `nix`.
 //!
-//! Setting a symlink's or a directory's mtime, a kernel lock that dies with its
-//! holder, the free space of a filesystem, `lstat` relative to an open directory,
-//! and the umask. Everything else in the bootstrap is std.
+//! Everything the bootstrap creates, checks or finishes is reached relative to an open
+//! directory (`openat`, `mkdirat`, `fstatat`, ...): one name looked up in one directory
+//! instead of a path walked from the root, and no link followed on the way. Also the
+//! kernel locks that die with their holder, the free space of a filesystem, and the
+//! umask.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg, AT_FDCWD};
-use nix::sys::stat::{self, FileStat, Mode, UtimensatFlags};
+use nix::errno::Errno;
+use nix::fcntl::{self, AtFlags, Flock, FlockArg, OFlag};
+use nix::sys::stat::{self, FchmodatFlags, FileStat, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
+use nix::unistd::{self, UnlinkatFlags};
 
 use crate::manifest::Mtime;
 
@@ -19,31 +24,145 @@ fn timespec(mtime: Mtime) -> TimeSpec {
     TimeSpec::new(mtime.sec, i64::from(mtime.nsec))
 }
 
-/// Sets access and modification time of `path` itself, never of what a link points to.
-pub fn set_mtime(path: &Path, mtime: Mtime) -> io::Result<()> {
+fn mode(bits: u32) -> Mode {
+    Mode::from_bits_truncate(bits as nix::libc::mode_t)
+}
+
+/// Opens directory `name` under `at` for lookups only, never through a link.
+pub fn open_dir<Fd: AsFd>(at: Fd, name: &[u8]) -> io::Result<File> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(File::from(fcntl::openat(at, name, flags, Mode::empty())?))
+}
+
+pub fn make_dir<Fd: AsFd>(at: Fd, name: &[u8], bits: u32) -> io::Result<()> {
+    Ok(stat::mkdirat(at, name, mode(bits))?)
+}
+
+/// Creates file `name` under `at` for writing; `exclusive` refuses anything already
+/// there, link or not.
+pub fn create_file<Fd: AsFd>(at: Fd, name: &[u8], bits: u32, exclusive: bool) -> io::Result<File> {
+    let mut flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    if exclusive {
+        flags |= OFlag::O_EXCL;
+    }
+    Ok(File::from(fcntl::openat(at, name, flags, mode(bits))?))
+}
+
+/// Opens file `name` under `at` for reading, never through a link.
+pub fn open_file<Fd: AsFd>(at: Fd, name: &[u8]) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(File::from(fcntl::openat(at, name, flags, Mode::empty())?))
+}
+
+pub fn symlink_at<Fd: AsFd>(target: &[u8], at: Fd, name: &[u8]) -> io::Result<()> {
+    Ok(unistd::symlinkat(target, at, name)?)
+}
+
+pub fn link_at<A: AsFd, B: AsFd>(
+    from: A,
+    from_name: &[u8],
+    to: B,
+    to_name: &[u8],
+) -> io::Result<()> {
+    Ok(unistd::linkat(
+        from,
+        from_name,
+        to,
+        to_name,
+        AtFlags::empty(),
+    )?)
+}
+
+/// Removes the non-directory `name` under `at`; gone already is fine.
+pub fn remove_at<Fd: AsFd>(at: Fd, name: &[u8]) -> io::Result<()> {
+    match unistd::unlinkat(at, name, UnlinkatFlags::NoRemoveDir) {
+        Err(Errno::ENOENT) => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Sets the mode of `name` under `at`, which the caller made itself (a directory:
+/// Linux cannot refuse to follow a link here, so this is never used on one).
+pub fn chmod_at<Fd: AsFd>(at: Fd, name: &[u8], bits: u32) -> io::Result<()> {
+    Ok(stat::fchmodat(
+        at,
+        name,
+        mode(bits),
+        FchmodatFlags::FollowSymlink,
+    )?)
+}
+
+/// Sets access and modification time of `name` under `at`, never of a link's target.
+pub fn set_times_at<Fd: AsFd>(at: Fd, name: &[u8], mtime: Mtime) -> io::Result<()> {
     let t = timespec(mtime);
-    stat::utimensat(AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink)?;
-    Ok(())
+    Ok(stat::utimensat(
+        at,
+        name,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )?)
 }
 
 /// Sets access and modification time of an open file.
-pub fn set_file_mtime(file: &File, mtime: Mtime) -> io::Result<()> {
+pub fn set_file_times(file: &File, mtime: Mtime) -> io::Result<()> {
     let t = timespec(mtime);
-    stat::futimens(file.as_fd(), &t, &t)?;
-    Ok(())
+    Ok(stat::futimens(file.as_fd(), &t, &t)?)
+}
+
+/// `lstat` of `name` inside the open directory `dir`.
+pub fn lstat_at<Fd: AsFd>(dir: Fd, name: &[u8]) -> io::Result<FileStat> {
+    Ok(stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?)
 }
 
 /// Sets the process umask and returns the previous one, so that modes recorded in the
 /// payload are applied exactly and the runtime still inherits the umask Lambda gave.
 pub fn set_umask(mask: u32) -> u32 {
-    stat::umask(Mode::from_bits_truncate(mask)).bits()
+    stat::umask(mode(mask)).bits() as u32
 }
 
-/// An exclusive `flock` that the kernel releases when the holder dies, however it dies.
+/// A `flock` that the kernel releases when the holder dies, however it dies.
 pub type Lock = Flock<File>;
 
-pub fn lock_exclusive(file: File) -> io::Result<Lock> {
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| errno.into())
+/// Takes an exclusive lock on `file`, waiting at most until `deadline`; `Ok(None)`
+/// when another holder kept it that long.
+pub fn lock_until(file: File, deadline: Instant) -> io::Result<Option<Lock>> {
+    let mut file = file;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((back, Errno::EWOULDBLOCK)) => file = back,
+            Err((_, errno)) => return Err(errno.into()),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Takes a lock on `file` if nobody holds a conflicting one; `Ok(None)` otherwise.
+pub fn try_lock(file: File, shared: bool) -> io::Result<Option<Lock>> {
+    let arg = if shared {
+        FlockArg::LockSharedNonblock
+    } else {
+        FlockArg::LockExclusiveNonblock
+    };
+    match Flock::lock(file, arg) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(errno.into()),
+    }
+}
+
+/// Opens directory `path` for a lock that survives `execve`: no close-on-exec, so the
+/// runtime holds it for as long as it runs.
+pub fn open_dir_inherited(path: &Path) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+    Ok(File::from(fcntl::open(path, flags, Mode::empty())?))
 }
 
 /// Bytes and inodes an unprivileged process may still use on `path`'s filesystem.
@@ -61,14 +180,4 @@ pub fn free_space(path: &Path) -> io::Result<Free> {
         inodes: vfs.files_available(),
         total: vfs.blocks().saturating_mul(vfs.fragment_size()),
     })
-}
-
-/// `lstat` of `name` inside the open directory `dir`: one path lookup instead of one
-/// per component, which is what keeps the warm path's stat pass short.
-pub fn lstat_at(dir: &File, name: &[u8]) -> io::Result<FileStat> {
-    Ok(stat::fstatat(
-        dir.as_fd(),
-        name,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?)
 }

@@ -17,6 +17,9 @@ impl Writer {
     pub fn u8(&mut self, v: u8) {
         self.bytes.push(v);
     }
+    pub fn u16(&mut self, v: u16) {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+    }
     pub fn u32(&mut self, v: u32) {
         self.bytes.extend_from_slice(&v.to_le_bytes());
     }
@@ -97,6 +100,11 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
+    /// Bytes not yet read.
+    pub fn left(&self) -> usize {
+        self.bytes.len()
+    }
+
     pub fn finish(self) -> Result<()> {
         if self.bytes.is_empty() {
             Ok(())
@@ -108,4 +116,25 @@ impl<'a> Reader<'a> {
             )))
         }
     }
+}
+
+/// Fixed-width fields read in place, at offsets the caller has already checked.
+pub fn le_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+pub fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+pub fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+pub fn le_i64(bytes: &[u8], at: usize) -> i64 {
+    le_u64(bytes, at) as i64
 }

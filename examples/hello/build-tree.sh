@@ -10,7 +10,8 @@
 #   OUT/var/cache/                  empty, and checked by the handler at init
 #
 # Usage: examples/hello/build-tree.sh OUT
-# Honours CARGO_TARGET_DIR; prints OUT's absolute path when done.
+# Honours CARGO_TARGET_DIR and CARGO_BUILD_TARGET (another machine's handler, e.g. an
+# aarch64 one for tests/arm64.rs); prints OUT's absolute path when done.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -35,7 +36,7 @@ target_dir=${CARGO_TARGET_DIR:-$repo/target}
 [[ $target_dir = /* ]] || target_dir=$repo/$target_dir
 
 mkdir -p "$out"/{bin,libexec,data-v1,etc,var/cache}
-install -m 0755 "$target_dir/release/handler" "$out/libexec/handler-v1"
+install -m 0755 "$target_dir/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release/handler" "$out/libexec/handler-v1"
 ln -s ../libexec/handler-v1 "$out/bin/handler"
 printf 'Hello from a coldpacked runtime\n' > "$out/data-v1/greeting.txt"
 chmod 0644 "$out/data-v1/greeting.txt"

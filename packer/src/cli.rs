@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// intact, into a `bootstrap` that extracts it into /tmp (or reuses an earlier copy)
 /// and execs it.
 #[derive(Debug, Parser)]
-#[command(name = "coldpack", version, max_term_width = 100)]
+#[command(name = "coldpack", version = crate::stock::VERSION, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -23,7 +23,7 @@ pub enum Command {
     /// Pack DIR into OUT-DIR/bootstrap (and, with --zip or --layer, a zip ready to
     /// upload), check it against Lambda's size limits and lint the tree.
     #[command(after_help = PACK_AFTER_HELP)]
-    Pack(PackArgs),
+    Pack(Box<PackArgs>),
     /// Start a packed bootstrap locally as Lambda would: a cold start into an empty
     /// cache directory, then a re-init that reuses the copy; prints what each start
     /// decided and how long it took.
@@ -43,8 +43,7 @@ named by --config, else the one next to DIR (in DIR's parent directory), else
 
 Examples:
   coldpack pack runtime --entrypoint bin/python3 --arg -m --arg app -o out --zip
-  coldpack pack runtime --entrypoint bin/node --arg app.js -o out --layer --arch arm64 \\
-      --bootstrap bootstrap-aarch64";
+  coldpack pack runtime --entrypoint bin/node --arg app.js -o out --layer --arch arm64";
 
 const RUN_AFTER_HELP: &str = "\
 The task root and cache directory are temporary and removed afterwards unless --keep is
@@ -94,8 +93,8 @@ pub struct PackArgs {
     #[arg(short = 'o', long = "out", value_name = "OUT-DIR")]
     pub out: Option<PathBuf>,
 
-    /// Use this stock bootstrap instead of the one built into coldpack (e.g. one
-    /// built for aarch64).
+    /// Use this stock bootstrap instead of the one built into coldpack (`coldpack
+    /// --version` lists the machines it carries one for).
     #[arg(long, value_name = "PATH")]
     pub bootstrap: Option<PathBuf>,
 
@@ -110,7 +109,8 @@ pub struct PackArgs {
     pub layer: bool,
 
     /// The function's architecture: ELF files of another machine are reported, and
-    /// the bootstrap and entrypoint must match it [default: x86_64].
+    /// the bootstrap and entrypoint must match it [default: the machine the tree's ELF
+    /// files are built for; x86_64 when it has none].
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
 
@@ -125,6 +125,29 @@ pub struct PackArgs {
     /// for `include` at the top only). An excluded directory takes its contents with it.
     #[arg(long = "exclude", value_name = "GLOB")]
     pub exclude: Vec<String>,
+
+    /// How much of Lambda's 250 MB of code storage coldpack may fill, counting all it
+    /// puts there: the bootstrap with its payload, and the parts of the tree kept as
+    /// plain files beside it (the task part), which a cold start then need not
+    /// extract. Sizes like 200MB, 120MiB, 1GB (Lambda's MB are 2^20 bytes) or bytes;
+    /// 0 keeps nothing in the deployment [default: 200MB].
+    #[arg(long, value_name = "SIZE")]
+    pub task_budget: Option<String>,
+
+    /// Never keep entries matching GLOB in the deployment, always extract them into
+    /// /tmp (what the runtime writes into, say); repeatable, added to the config
+    /// file's. Globs as for --exclude.
+    #[arg(long = "keep-in-tmp", value_name = "GLOB")]
+    pub keep_in_tmp: Vec<String>,
+    /// The Lambda runtime the function uses: the tree's ELF files are checked against
+    /// that image's glibc, libstdc++ and libraries [default: provided.al2023].
+    #[arg(long, value_enum)]
+    pub runtime: Option<Runtime>,
+
+    /// Pack even when the entrypoint or a library it loads at start cannot load on
+    /// --runtime (a glibc too new, a library missing); the findings become warnings.
+    #[arg(long)]
+    pub allow_incompatible: bool,
 
     /// Write the output even when it exceeds a hard Lambda limit or its entrypoint is
     /// built for another architecture.
@@ -147,6 +170,26 @@ pub enum Arch {
     #[value(name = "x86_64")]
     X86_64,
     Arm64,
+}
+
+/// The OS-only Lambda runtime a function runs on, as Lambda names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+pub enum Runtime {
+    #[value(name = "provided.al2023")]
+    #[serde(rename = "provided.al2023")]
+    ProvidedAl2023,
+    #[value(name = "provided.al2")]
+    #[serde(rename = "provided.al2")]
+    ProvidedAl2,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::ProvidedAl2023 => "provided.al2023",
+            Runtime::ProvidedAl2 => "provided.al2",
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -13,14 +13,17 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{Arch, PackArgs};
+use crate::cli::{Arch, PackArgs, Runtime};
 
 pub const FILE_NAME: &str = "coldpack.toml";
 pub const DEFAULT_LEVEL: i32 = 19;
 pub const DEFAULT_EPHEMERAL_STORAGE_MB: u64 = 512;
+/// The default `--task-budget`: 200 of Lambda's 250 MB, leaving 50 MB for the
+/// function's own code and other layers.
+pub const DEFAULT_TASK_BUDGET: u64 = 200 << 20;
 
 /// What `coldpack.toml` may hold: the long names of `pack`'s options.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +47,13 @@ pub struct ConfigFile {
     pub ephemeral_storage: Option<u64>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    #[serde(alias = "task_budget")]
+    pub task_budget: Option<toml::Value>,
+    #[serde(default, alias = "keep_in_tmp")]
+    pub keep_in_tmp: Vec<String>,
+    pub runtime: Option<Runtime>,
+    #[serde(default)]
+    pub allow_incompatible: bool,
     #[serde(default)]
     pub force: bool,
 }
@@ -69,9 +79,15 @@ pub struct PackOptions {
     pub out: PathBuf,
     pub bootstrap: Option<PathBuf>,
     pub zip: Option<ZipKind>,
-    pub arch: Arch,
+    /// `None`: the tree's ELF files decide (see [`crate::stock::choose_arch`]).
+    pub arch: Option<Arch>,
     pub ephemeral_storage_mb: u64,
     pub exclude: Vec<String>,
+    /// Bytes of code storage coldpack may fill.
+    pub task_budget: u64,
+    pub keep_in_tmp: Vec<String>,
+    pub runtime: Runtime,
+    pub allow_incompatible: bool,
     pub force: bool,
     /// The config file that was read, if any.
     pub config: Option<PathBuf>,
@@ -90,9 +106,13 @@ impl PackOptions {
             out: out.to_owned(),
             bootstrap: None,
             zip: None,
-            arch: Arch::X86_64,
+            arch: None,
             ephemeral_storage_mb: DEFAULT_EPHEMERAL_STORAGE_MB,
             exclude: Vec::new(),
+            task_budget: DEFAULT_TASK_BUDGET,
+            keep_in_tmp: Vec::new(),
+            runtime: Runtime::ProvidedAl2023,
+            allow_incompatible: false,
             force: false,
             config: None,
         }
@@ -101,17 +121,7 @@ impl PackOptions {
 
 /// Reads the config file that applies, if any, and merges the command line over it.
 pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
-    let found = if args.no_config {
-        None
-    } else if let Some(path) = &args.config {
-        Some((path.clone(), read(path)?))
-    } else {
-        find(args.dir.as_deref())?
-    };
-    let (config_path, file) = match found {
-        Some((path, file)) => (Some(path), file),
-        None => (None, ConfigFile::default()),
-    };
+    let (config_path, file) = config_file(args)?;
     let base = config_path
         .as_deref()
         .and_then(Path::parent)
@@ -123,38 +133,11 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
     let Some(dir) = dir else {
         bail!("no runtime directory: give DIR, or `dir` in {FILE_NAME}");
     };
-    let Some(entrypoint) = args.entrypoint.clone().or(file.entrypoint) else {
+    let Some(entrypoint) = args.entrypoint.clone().or(file.entrypoint.clone()) else {
         bail!("no entrypoint: give --entrypoint PATH-IN-DIR (e.g. bin/python3), or `entrypoint` in {FILE_NAME}");
     };
     let Some(out) = args.out.clone().or_else(|| from_file(&file.out)) else {
         bail!("no output directory: give -o OUT-DIR, or `out` in {FILE_NAME}");
-    };
-    let args_list = if args.args.is_empty() {
-        file.args.iter().map(OsString::from).collect()
-    } else {
-        args.args.clone()
-    };
-    let mut env: Vec<OsString> = Vec::new();
-    for (key, value) in &file.env {
-        let Some(value) = value.as_str() else {
-            bail!("env.{key} in {FILE_NAME} must be a string");
-        };
-        let overridden = args.env.iter().any(|pair| {
-            pair.to_string_lossy()
-                .split_once('=')
-                .is_some_and(|(k, _)| k == key)
-        });
-        if !overridden {
-            env.push(format!("{key}={value}").into());
-        }
-    }
-    env.extend(args.env.iter().cloned());
-    let zip = if args.layer || (file.layer && !args.zip) {
-        Some(ZipKind::Layer)
-    } else if args.zip || file.zip {
-        Some(ZipKind::Function)
-    } else {
-        None
     };
     let level = args.level.or(file.level).unwrap_or(DEFAULT_LEVEL);
     if !(1..=22).contains(&level) {
@@ -167,27 +150,107 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
     if !(512..=10240).contains(&ephemeral_storage_mb) {
         bail!("ephemeral-storage {ephemeral_storage_mb} in {FILE_NAME} is not from 512 to 10240 MB, the range Lambda accepts");
     }
-    let mut exclude = file.exclude.clone();
-    exclude.extend(args.exclude.iter().cloned());
     Ok(PackOptions {
         dir,
         entrypoint,
-        args: args_list,
-        env,
-        name: args.name.clone().or(file.name),
+        args: if args.args.is_empty() {
+            file.args.iter().map(OsString::from).collect()
+        } else {
+            args.args.clone()
+        },
+        env: env(&file, &args.env)?,
+        name: args.name.clone().or(file.name.clone()),
         level,
         out,
         bootstrap: args
             .bootstrap
             .clone()
             .or_else(|| from_file(&file.bootstrap)),
-        zip,
-        arch: args.arch.or(file.arch).unwrap_or(Arch::X86_64),
+        zip: zip_kind(args, &file),
+        arch: args.arch.or(file.arch),
         ephemeral_storage_mb,
-        exclude,
+        exclude: [&file.exclude[..], &args.exclude[..]].concat(),
+        task_budget: task_budget(args, &file)?,
+        keep_in_tmp: [&file.keep_in_tmp[..], &args.keep_in_tmp[..]].concat(),
+        runtime: args
+            .runtime
+            .or(file.runtime)
+            .unwrap_or(Runtime::ProvidedAl2023),
+        allow_incompatible: args.allow_incompatible || file.allow_incompatible,
         force: args.force || file.force,
         config: config_path,
     })
+}
+
+/// The config file that applies (`--config`, else the one [`find`] finds, none with
+/// `--no-config`) and its path; an empty one when there is none.
+fn config_file(args: &PackArgs) -> Result<(Option<PathBuf>, ConfigFile)> {
+    let found = if args.no_config {
+        None
+    } else if let Some(path) = &args.config {
+        Some((path.clone(), read(path)?))
+    } else {
+        find(args.dir.as_deref())?
+    };
+    Ok(match found {
+        Some((path, file)) => (Some(path), file),
+        None => (None, ConfigFile::default()),
+    })
+}
+
+/// The file's `env` table, less the keys the command line sets, then the command
+/// line's `--env` pairs.
+fn env(file: &ConfigFile, from_args: &[OsString]) -> Result<Vec<OsString>> {
+    let mut env: Vec<OsString> = Vec::new();
+    for (key, value) in &file.env {
+        let Some(value) = value.as_str() else {
+            bail!("env.{key} in {FILE_NAME} must be a string");
+        };
+        let overridden = from_args.iter().any(|pair| {
+            pair.to_string_lossy()
+                .split_once('=')
+                .is_some_and(|(k, _)| k == key)
+        });
+        if !overridden {
+            env.push(format!("{key}={value}").into());
+        }
+    }
+    env.extend(from_args.iter().cloned());
+    Ok(env)
+}
+
+/// `--layer` wins over `--zip`; the file's choice applies when the command line
+/// makes none.
+fn zip_kind(args: &PackArgs, file: &ConfigFile) -> Option<ZipKind> {
+    if args.layer || (file.layer && !args.zip) {
+        Some(ZipKind::Layer)
+    } else if args.zip || file.zip {
+        Some(ZipKind::Function)
+    } else {
+        None
+    }
+}
+
+/// `--task-budget`, else `task-budget` in the file (a size string or a number of
+/// bytes), else the default; never over Lambda's code storage.
+fn task_budget(args: &PackArgs, file: &ConfigFile) -> Result<u64> {
+    let task_budget = match (&args.task_budget, &file.task_budget) {
+        (Some(text), _) => {
+            parse_size(text).map_err(|why| anyhow!("--task-budget {text:?} {why}"))?
+        }
+        (None, Some(toml::Value::Integer(n))) if *n >= 0 => *n as u64,
+        (None, Some(toml::Value::String(text))) => {
+            parse_size(text).map_err(|why| anyhow!("task-budget {text:?} in {FILE_NAME} {why}"))?
+        }
+        (None, Some(other)) => {
+            bail!("task-budget {other} in {FILE_NAME} is not a size like \"200MB\"")
+        }
+        (None, None) => DEFAULT_TASK_BUDGET,
+    };
+    if task_budget > crate::budget::UNZIPPED_LIMIT {
+        bail!("a task budget of {task_budget} bytes is over Lambda's 250 MB of code storage");
+    }
+    Ok(task_budget)
 }
 
 fn read(path: &Path) -> Result<ConfigFile> {
@@ -224,4 +287,41 @@ fn find(dir: Option<&Path>) -> Result<Option<(PathBuf, ConfigFile)>> {
         }
     }
     Ok(Some((path, file)))
+}
+
+/// A size as `--task-budget` takes it: bytes, or a number with K, M or G (optionally
+/// followed by B or iB), all powers of 1024 as Lambda's own limits are.
+pub fn parse_size(text: &str) -> std::result::Result<u64, &'static str> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err("is not a size like 200MB, 120MiB or 0"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| "is not a size like 200MB, 120MiB or 0")?;
+    Ok((value * (1u64 << shift) as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_are_read_as_lambda_counts_them() {
+        assert_eq!(parse_size("200MB"), Ok(200 << 20));
+        assert_eq!(parse_size("120 MiB"), Ok(120 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+    }
 }

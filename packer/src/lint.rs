@@ -8,6 +8,7 @@ use std::fmt;
 
 use coldpack_bootstrap::manifest::{Entry, EntryKind};
 
+use crate::budget::{counted, mebibytes};
 use crate::cli::Arch;
 
 /// `e_machine` values, from the System V ABI.
@@ -79,7 +80,7 @@ impl fmt::Display for Lint {
     }
 }
 
-fn warning(message: String) -> Lint {
+pub fn warning(message: String) -> Lint {
     Lint {
         error: false,
         message,
@@ -87,7 +88,7 @@ fn warning(message: String) -> Lint {
 }
 
 /// Paths as a short list: the first few, then a count.
-fn listed(paths: &[String]) -> String {
+pub fn listed(paths: &[String]) -> String {
     let mut shown = paths
         .iter()
         .take(SHOWN)
@@ -100,7 +101,7 @@ fn listed(paths: &[String]) -> String {
     shown
 }
 
-fn text(path: &[u8]) -> String {
+pub fn text(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
@@ -112,14 +113,23 @@ pub fn lint_tree(
     arch: Arch,
     entrypoint: Option<usize>,
 ) -> Vec<Lint> {
+    let mut lints = machines(entries, elf, arch, entrypoint);
+    lints.extend(symlinks(entries));
+    lints.extend(junk(entries));
+    lints.extend(build_only(entries));
+    lints
+}
+
+/// ELF files built for another machine than `arch`: an error for the entrypoint, a
+/// warning per machine for the rest.
+fn machines(
+    entries: &[Entry],
+    elf: &[Option<Elf>],
+    arch: Arch,
+    entrypoint: Option<usize>,
+) -> Vec<Lint> {
     let mut lints = Vec::new();
     let want = arch.elf_machine();
-
-    let foreign: Vec<(usize, u16)> = elf
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| e.filter(|e| e.machine != want).map(|e| (i, e.machine)))
-        .collect();
     if let Some(index) = entrypoint {
         if let Some(Elf { machine }) = elf[index].filter(|e| e.machine != want) {
             lints.push(Lint {
@@ -134,22 +144,30 @@ pub fn lint_tree(
         }
     }
     let mut by_machine: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-    for (index, machine) in foreign {
-        by_machine
-            .entry(machine)
-            .or_default()
-            .push(text(&entries[index].path));
+    for (index, e) in elf.iter().enumerate() {
+        if let Some(Elf { machine }) = e.filter(|e| e.machine != want) {
+            by_machine
+                .entry(machine)
+                .or_default()
+                .push(text(&entries[index].path));
+        }
     }
     for (machine, paths) in by_machine {
         lints.push(warning(format!(
-            "{} ELF files are built for {}, not {} (--arch); they will not load: {}",
-            paths.len(),
+            "{} built for {}, not {} (--arch); they will not load: {}",
+            counted(paths.len(), "ELF file is", "ELF files are"),
             machine_name(machine),
             arch.as_str(),
             listed(&paths)
         )));
     }
+    lints
+}
 
+/// Symlinks that are absolute or climb out of the tree: on Lambda they resolve
+/// somewhere else than here.
+fn symlinks(entries: &[Entry]) -> Vec<Lint> {
+    let mut lints = Vec::new();
     let mut absolute = Vec::new();
     let mut escaping = Vec::new();
     for entry in entries {
@@ -164,19 +182,262 @@ pub fn lint_tree(
     }
     if !absolute.is_empty() {
         lints.push(warning(format!(
-            "{} symlinks are absolute: on Lambda they resolve against the Lambda image, not the tree: {}",
-            absolute.len(),
+            "{} absolute: on Lambda they resolve against the Lambda image, not the tree: {}",
+            counted(absolute.len(), "symlink is", "symlinks are"),
             listed(&absolute)
         )));
     }
     if !escaping.is_empty() {
         lints.push(warning(format!(
-            "{} symlinks point outside the tree: on Lambda they resolve next to the cache directory, not to what they name here: {}",
-            escaping.len(),
+            "{} outside the tree: on Lambda they resolve next to the cache directory, not to what they name here: {}",
+            counted(escaping.len(), "symlink points", "symlinks point"),
             listed(&escaping)
         )));
     }
+    lints
+}
 
+/// Whether `target`, read from the directory holding `link`, climbs above the root.
+fn escapes(link: &[u8], target: &[u8]) -> bool {
+    let dir = link
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(&[][..], |at| &link[..at]);
+    climbs_out(&[dir, b"/", target].concat())
+}
+
+/// Whether a path inside the tree climbs above its root with `..`.
+pub fn climbs_out(path: &[u8]) -> bool {
+    let mut depth = 0isize;
+    path.split(|&b| b == b'/').any(|part| {
+        depth += match part {
+            b"" | b"." => 0,
+            b".." => -1,
+            _ => 1,
+        };
+        depth < 0
+    })
+}
+
+/// `__pycache__` directories, bytecode whose source is missing, and test directories,
+/// with what they cost.
+fn junk(entries: &[Entry]) -> Vec<Lint> {
+    Junk::tally(entries).lints()
+}
+
+/// What [`junk`] finds, tallied in one pass over the tree.
+#[derive(Default)]
+struct Junk {
+    pycache_dirs: usize,
+    pycache_bytes: u64,
+    stale: Vec<String>,
+    stale_bytes: u64,
+    /// Outermost test directories, with the bytes of files under them.
+    test_dirs: BTreeMap<Vec<u8>, u64>,
+}
+
+impl Junk {
+    fn tally(entries: &[Entry]) -> Junk {
+        let paths: HashSet<&[u8]> = entries.iter().map(|e| e.path.as_slice()).collect();
+        let under =
+            |dir: &[u8], path: &[u8]| path.starts_with(dir) && path.get(dir.len()) == Some(&b'/');
+        let mut junk = Junk::default();
+        for entry in entries {
+            let parts: Vec<&[u8]> = entry.path.split(|&b| b == b'/').collect();
+            let Some((name, dirs)) = parts.split_last() else {
+                continue;
+            };
+            if entry.kind == EntryKind::Dir && *name == b"__pycache__" {
+                junk.pycache_dirs += 1;
+            }
+            if entry.kind == EntryKind::Dir
+                && is_test_dir(name)
+                && !junk.test_dirs.keys().any(|d| under(d, &entry.path))
+            {
+                junk.test_dirs.insert(entry.path.clone(), 0);
+            }
+            let size = entry.file_size();
+            if size == 0 {
+                continue;
+            }
+            if dirs.contains(&&b"__pycache__"[..]) {
+                junk.pycache_bytes += size;
+            }
+            if pyc_source(&entry.path, dirs, name)
+                .is_some_and(|source| !paths.contains(source.as_slice()))
+            {
+                junk.stale.push(text(&entry.path));
+                junk.stale_bytes += size;
+            }
+            for (dir, bytes) in junk.test_dirs.iter_mut() {
+                if under(dir, &entry.path) {
+                    *bytes += size;
+                }
+            }
+        }
+        junk
+    }
+
+    fn lints(self) -> Vec<Lint> {
+        let mut lints = Vec::new();
+        if self.pycache_dirs > 0 {
+            lints.push(warning(format!(
+                "{} {}: to leave them out, --exclude __pycache__ (Python then compiles what it imports at the first start) and set --env PYTHONPYCACHEPREFIX=/tmp/pycache, so that Python does not write into the copy the bootstrap checks",
+                counted(self.pycache_dirs, "__pycache__ directory costs", "__pycache__ directories cost"),
+                mebibytes(self.pycache_bytes)
+            )));
+        }
+        if !self.stale.is_empty() {
+            lints.push(warning(format!(
+                "{} ({}) with no .py source beside: stale bytecode, or a sourceless install on purpose: {}",
+                counted(self.stale.len(), ".pyc file", ".pyc files"),
+                mebibytes(self.stale_bytes),
+                listed(&self.stale)
+            )));
+        }
+        if !self.test_dirs.is_empty() {
+            let total: u64 = self.test_dirs.values().sum();
+            let named: Vec<String> = self
+                .test_dirs
+                .iter()
+                .map(|(dir, bytes)| format!("{} ({})", text(dir), mebibytes(*bytes)))
+                .collect();
+            lints.push(warning(format!(
+                "{} {}: --exclude them if the runtime does not need them: {}",
+                counted(
+                    self.test_dirs.len(),
+                    "test directory costs",
+                    "test directories cost"
+                ),
+                mebibytes(total),
+                listed(&named)
+            )));
+        }
+        lints
+    }
+}
+
+/// The source a `.pyc` at `path` (`dirs` then `name`) was compiled from: `m.py` for
+/// `__pycache__/m.cpython-311.pyc` beside it, `m.py` for a sourceless `m.pyc`; `None`
+/// for anything else (a file deeper inside a `__pycache__` included).
+fn pyc_source(path: &[u8], dirs: &[&[u8]], name: &[u8]) -> Option<Vec<u8>> {
+    if !name.ends_with(b".pyc") {
+        return None;
+    }
+    match dirs.iter().position(|d| *d == b"__pycache__") {
+        Some(at) if at == dirs.len() - 1 => {
+            let module = name.split(|&b| b == b'.').next().unwrap_or(name);
+            let mut source = dirs[..at].join(&b'/');
+            if !source.is_empty() {
+                source.push(b'/');
+            }
+            source.extend_from_slice(module);
+            source.extend_from_slice(b".py");
+            Some(source)
+        }
+        Some(_) => None,
+        None => Some(path[..path.len() - 1].to_vec()),
+    }
+}
+
+/// What only a build uses, with what it costs: static libraries and object files at
+/// any depth (CPython's 45 MB `lib/python3.11/config-3.11-*/libpython3.11.a`), and C
+/// headers in a top-level `include/`. The suggested globs are the ones that match them.
+fn build_only(entries: &[Entry]) -> Vec<Lint> {
+    let mut archives: Vec<(u64, &[u8])> = Vec::new();
+    let mut suffixes: Vec<&str> = Vec::new();
+    let mut headers: Option<u64> = None;
+    for entry in entries {
+        let name = entry
+            .path
+            .rsplit(|&b| b == b'/')
+            .next()
+            .unwrap_or(&entry.path);
+        if let EntryKind::File { size } = entry.kind {
+            for suffix in ["a", "o"] {
+                if name.len() > 2 && name.ends_with(format!(".{suffix}").as_bytes()) {
+                    archives.push((size, &entry.path));
+                    if !suffixes.contains(&suffix) {
+                        suffixes.push(suffix);
+                    }
+                }
+            }
+        }
+        if entry.path == b"include" && entry.kind == EntryKind::Dir {
+            headers = Some(0);
+        } else if let (Some(bytes), true) = (headers.as_mut(), entry.path.starts_with(b"include/"))
+        {
+            *bytes += entry.file_size();
+        }
+    }
+    let mut lints = Vec::new();
+    if !archives.is_empty() {
+        archives.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let total: u64 = archives.iter().map(|(size, _)| size).sum();
+        let named: Vec<String> = archives
+            .iter()
+            .map(|(size, path)| format!("{} ({})", text(path), mebibytes(*size)))
+            .collect();
+        suffixes.sort_unstable();
+        let globs: Vec<String> = suffixes
+            .iter()
+            .map(|s| format!("--exclude '*.{s}'"))
+            .collect();
+        lints.push(warning(format!(
+            "{} {}, which only a build links: {}: {}",
+            counted(
+                archives.len(),
+                "static library or object file costs",
+                "static libraries and object files cost"
+            ),
+            mebibytes(total),
+            globs.join(" "),
+            listed(&named)
+        )));
+    }
+    if let Some(bytes) = headers.filter(|&b| b > 0) {
+        lints.push(warning(format!(
+            "include/ holds {} of C headers, which only a build reads: --exclude /include",
+            mebibytes(bytes)
+        )));
+    }
+    lints
+}
+
+fn is_test_dir(name: &[u8]) -> bool {
+    matches!(name, b"test" | b"tests")
+}
+
+/// Timestamp-checked `.pyc` files kept in the deployment. Python compares such a file
+/// with its source's mtime to the second, and nothing says Lambda keeps a zip's mtimes
+/// that precisely (a zip's own times have a 2-second grain): where they differ, Python
+/// recompiles the module in memory at every import and cannot save the result in the
+/// read-only deployment (imports measured 7 times slower here).
+pub fn timestamp_pycs(
+    entries: &[Entry],
+    heads: &[crate::head::Head],
+    kept: &[bool],
+) -> Option<Lint> {
+    let found: Vec<String> = entries
+        .iter()
+        .zip(heads)
+        .zip(kept)
+        .filter(|((_, head), &kept)| kept && head.pyc_timestamp)
+        .map(|((entry, _), _)| text(&entry.path))
+        .collect();
+    (!found.is_empty()).then(|| {
+        warning(format!(
+            "{} .pyc files kept in the deployment are checked against their sources' mtimes, which Lambda does not keep to the second: Python would recompile them at every cold start; compile with `python -m compileall --invalidation-mode unchecked-hash` before packing: {}",
+            found.len(),
+            listed(&found)
+        ))
+    })
+}
+
+/// Entries their owner cannot read (files) or search (directories): the runtime owns
+/// its extracted copy and could not use them, nor could the bootstrap check or remove
+/// them, so the pack refuses them whatever `--force` says.
+pub fn owner_locked(entries: &[Entry]) -> Option<String> {
     let locked: Vec<String> = entries
         .iter()
         .filter(|e| match e.kind {
@@ -186,130 +447,13 @@ pub fn lint_tree(
         })
         .map(|e| format!("{} (mode {:o})", text(&e.path), e.mode))
         .collect();
-    if !locked.is_empty() {
-        lints.push(warning(format!(
-            "{} entries deny their owner reading: the runtime owns its extracted copy and cannot read them: {}",
-            locked.len(),
+    (!locked.is_empty()).then(|| {
+        format!(
+            "{} reading or searching: the runtime could not use them nor the bootstrap check them: {}; chmod u+r files and u+rx directories",
+            counted(locked.len(), "entry denies its owner", "entries deny their owner"),
             listed(&locked)
-        )));
-    }
-
-    lints.extend(junk(entries));
-    lints
-}
-
-/// Whether `target`, read from the directory holding `link`, climbs above the root.
-fn escapes(link: &[u8], target: &[u8]) -> bool {
-    let mut depth = link.iter().filter(|&&b| b == b'/').count() as isize;
-    for part in target.split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return true;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    false
-}
-
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-/// `__pycache__` directories, bytecode whose source is missing, and test directories,
-/// with what they cost.
-fn junk(entries: &[Entry]) -> Vec<Lint> {
-    let paths: HashSet<&[u8]> = entries.iter().map(|e| e.path.as_slice()).collect();
-    let mut pycache_dirs = 0;
-    let mut pycache_bytes = 0;
-    let mut stale = Vec::new();
-    let mut stale_bytes = 0;
-    let mut test_dirs: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    for entry in entries {
-        let parts: Vec<&[u8]> = entry.path.split(|&b| b == b'/').collect();
-        let Some((name, dirs)) = parts.split_last() else {
-            continue;
-        };
-        if entry.kind == EntryKind::Dir && *name == b"__pycache__" {
-            pycache_dirs += 1;
-        }
-        if entry.kind == EntryKind::Dir && is_test_dir(name) {
-            let nested = test_dirs
-                .keys()
-                .any(|d| entry.path.starts_with(d) && entry.path.get(d.len()) == Some(&b'/'));
-            if !nested {
-                test_dirs.insert(entry.path.clone(), 0);
-            }
-        }
-        let size = entry.file_size();
-        if size == 0 {
-            continue;
-        }
-        if let Some(at) = dirs.iter().position(|d| *d == b"__pycache__") {
-            pycache_bytes += size;
-            if at == dirs.len() - 1 && name.ends_with(b".pyc") {
-                let module = name.split(|&b| b == b'.').next().unwrap_or(name);
-                let mut source = dirs[..at].join(&b'/');
-                if !source.is_empty() {
-                    source.push(b'/');
-                }
-                source.extend_from_slice(module);
-                source.extend_from_slice(b".py");
-                if !paths.contains(source.as_slice()) {
-                    stale.push(text(&entry.path));
-                    stale_bytes += size;
-                }
-            }
-        } else if name.ends_with(b".pyc") {
-            let source = [&entry.path[..entry.path.len() - 1]].concat();
-            if !paths.contains(source.as_slice()) {
-                stale.push(text(&entry.path));
-                stale_bytes += size;
-            }
-        }
-        for (dir, bytes) in test_dirs.iter_mut() {
-            if entry.path.starts_with(dir) && entry.path.get(dir.len()) == Some(&b'/') {
-                *bytes += size;
-            }
-        }
-    }
-    let mut lints = Vec::new();
-    if pycache_dirs > 0 {
-        lints.push(warning(format!(
-            "{pycache_dirs} __pycache__ directories cost {}: to leave them out, --exclude __pycache__ (Python then compiles what it imports at the first start) and set --env PYTHONPYCACHEPREFIX=/tmp/pycache, so that Python does not write into the copy the bootstrap checks",
-            megabytes(pycache_bytes)
-        )));
-    }
-    if !stale.is_empty() {
-        lints.push(warning(format!(
-            "{} .pyc files ({}) have no .py source next to them: stale bytecode, or a sourceless install on purpose: {}",
-            stale.len(),
-            megabytes(stale_bytes),
-            listed(&stale)
-        )));
-    }
-    if !test_dirs.is_empty() {
-        let total: u64 = test_dirs.values().sum();
-        let named: Vec<String> = test_dirs
-            .iter()
-            .map(|(dir, bytes)| format!("{} ({})", text(dir), megabytes(*bytes)))
-            .collect();
-        lints.push(warning(format!(
-            "{} test directories cost {}: --exclude them if the runtime does not need them: {}",
-            test_dirs.len(),
-            megabytes(total),
-            listed(&named)
-        )));
-    }
-    lints
-}
-
-fn is_test_dir(name: &[u8]) -> bool {
-    matches!(name, b"test" | b"tests")
+        )
+    })
 }
 
 #[cfg(test)]

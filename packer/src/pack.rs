@@ -1,75 +1,73 @@
-//! `coldpack pack`: from a runtime directory to `OUT-DIR/bootstrap`.
+//! `coldpack pack`: from a runtime directory to `OUT-DIR/bootstrap` and, beside it,
+//! the task part (`coldpack-NAME.<id>/`, the share of the tree kept as plain files in
+//! the deployment; see `split`).
 //!
-//! Everything that can be refused is checked before OUT-DIR is touched (the tree, the
-//! entrypoint, the arguments, the stock bootstrap); the output is written to a
-//! temporary name in OUT-DIR and renamed over `bootstrap` only when complete, so a
-//! failed pack leaves nothing half-written.
-//!
-//! Contents are cut into chunks (see [`chunk_lengths`]) of the data stream,
-//! each compressed on its own (in parallel) so that the bootstrap can decode them on
-//! every core; a chunk's zstd window never exceeds its size or 8 MiB, which bounds
-//! the bootstrap's memory.
+//! The steps: read the options and the launch section; resolve the entrypoint inside
+//! the tree; walk the tree; lint it; split it between the deployment and the payload;
+//! stage the task part; compress the rest into chunks; lay the payload out with the
+//! format's own `Assembly`; check Lambda's limits; and only then write. Everything
+//! that can be refused is refused before OUT-DIR gets anything but a temporary
+//! directory that is removed again; the bootstrap is written to a temporary name and
+//! renamed over `bootstrap` only when complete, so a failed pack leaves nothing
+//! half-written.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
-use coldpack_bootstrap::chunk::WINDOW_LOG_MAX;
-use coldpack_bootstrap::manifest::{
-    valid_env_key, valid_name, Chunk, Entry, EntryKind, Launch, Manifest,
-};
-use coldpack_bootstrap::parallel;
-use coldpack_bootstrap::payload::{self, sha256, Header, Trailer, HEADER_LEN};
-use sha2::{Digest, Sha256};
+use coldpack_bootstrap::launch::{valid_env_key, valid_name, Launch};
+use coldpack_bootstrap::manifest::{self, Entry, EntryKind, Manifest, Plan, MAX_MANIFEST};
+use coldpack_bootstrap::payload::{self, deflate_section, sha256, Assembly, Sections, Trailer};
+use coldpack_bootstrap::space::Need;
+use coldpack_bootstrap::task::{self, TaskIndex};
 
-use crate::budget::{self, megabytes, Budget, Verdict};
-use crate::cli::PackArgs;
+use crate::budget::{self, counted, mebibytes, Budget, Sizes, Verdict};
+use crate::cli::{Arch, PackArgs};
+use crate::compat;
+use crate::compress;
 use crate::config::{self, PackOptions, ZipKind};
+use crate::head;
 use crate::lambda_zip;
 use crate::lint::{self, Elf, Lint};
 use crate::progress::Progress;
-use crate::walk::{walk, Excludes, Walked};
-
-/// Chunk counts are multiples of this: the bootstrap decodes on 1, 2 or 3 threads
-/// (its memory cap), and each then gets the same share of the chunks, so no core
-/// finishes alone with the last one.
-const CHUNK_SET: u64 = 6;
-/// Data-stream bytes per chunk, at least and (on average) at most. Every chunk restarts zstd's
-/// window, which costs ratio on trees of many similar files (on the benchmark's
-/// `node_modules`-like tree at level 9: 3% with 8 MiB chunks, 0.5% with 32 MiB);
-/// the decoder's window is capped at 8 MiB whatever the chunk size, so memory does
-/// not grow with it.
-const MIN_CHUNK: u64 = 1 << 20;
-const MAX_CHUNK: u64 = 32 << 20;
-/// What creating one file costs the bootstrap, in bytes decoded and written in the
-/// same time: about 27 us against 2.4 ns per byte, measured on the benchmark's
-/// corpora (ext4, 1 core). Chunks are cut to equal work, not equal bytes, so a chunk
-/// of many small files is shorter than one of a few large ones.
-const FILE_COST: u64 = 12 << 10;
+use crate::resolve::{self, resolve};
+use crate::say;
+use crate::split::{self, Rules, Split};
+use crate::stock;
+use crate::task_part::{self, Staged};
+use crate::walk::{self, walk, Globs, Walked};
 
 pub fn cmd_pack(args: &PackArgs) -> Result<()> {
     let options = config::resolve(args)?;
     if let Some(path) = &options.config {
-        eprintln!("coldpack: options from {}", path.display());
+        say!("coldpack: options from {}", path.display());
     }
     let packed = pack(&options, &Progress::for_stderr())?;
     for warning in &packed.warnings {
-        eprintln!("coldpack: warning: {warning}");
+        say!("coldpack: warning: {warning}");
     }
-    eprintln!("{}", packed.summary());
+    say!("{}", packed.summary());
     Ok(())
 }
 
 /// What `pack` wrote, for the summary.
 pub struct Packed {
     pub path: PathBuf,
+    /// The walked tree, before the split.
+    pub walked: Vec<Entry>,
+    /// The `/tmp` tree the payload carries.
     pub manifest: Manifest,
+    pub task: TaskIndex,
+    /// The task part's directory, when anything is kept.
+    pub task_dir: Option<PathBuf>,
+    pub saved_nanos: u64,
     pub id: [u8; 32],
+    /// The machine the stock bootstrap is built for.
+    pub arch: Arch,
     pub bootstrap_len: u64,
     pub payload_len: u64,
     pub level: i32,
@@ -79,43 +77,63 @@ pub struct Packed {
     pub warnings: Vec<String>,
 }
 
+/// Counts of entries by kind, as a phrase.
+pub fn kinds(entries: &[Entry]) -> String {
+    let count = |f: fn(&EntryKind) -> bool| entries.iter().filter(|e| f(&e.kind)).count();
+    [
+        counted(
+            count(|k| matches!(k, EntryKind::File { .. })),
+            "file",
+            "files",
+        ),
+        counted(count(|k| *k == EntryKind::Dir), "directory", "directories"),
+        counted(
+            count(|k| matches!(k, EntryKind::Symlink { .. })),
+            "symlink",
+            "symlinks",
+        ),
+        counted(
+            count(|k| matches!(k, EntryKind::Hardlink { .. })),
+            "hardlink",
+            "hardlinks",
+        ),
+    ]
+    .join(", ")
+}
+
 impl Packed {
     pub fn file_len(&self) -> u64 {
         self.bootstrap_len + self.payload_len + payload::TRAILER_LEN as u64
     }
 
     pub fn summary(&self) -> String {
-        let count =
-            |f: fn(&EntryKind) -> bool| self.manifest.entries.iter().filter(|e| f(&e.kind)).count();
-        let files = count(|k| matches!(k, EntryKind::File { .. }));
-        let dirs = count(|k| matches!(k, EntryKind::Dir));
-        let symlinks = count(|k| matches!(k, EntryKind::Symlink { .. }));
-        let hardlinks = count(|k| matches!(k, EntryKind::Hardlink { .. }));
-        let bytes_in: u64 = self.manifest.entries.iter().map(|e| e.file_size()).sum();
+        let bytes_in: u64 = self.walked.iter().map(Entry::file_size).sum();
+        let extracted = self.manifest.entries();
+        let extracted_bytes: u64 = extracted.iter().map(Entry::file_size).sum();
         let bytes_out: u64 = self.manifest.chunks.iter().map(|c| c.compressed_len).sum();
         let mut out = format!(
-            "coldpack: packed {}\n\
-             \x20 entries   {files} files, {dirs} directories, {symlinks} symlinks, {hardlinks} hardlinks\n\
-             \x20 bytes     {bytes_in} in ({}) -> {bytes_out} out ({}), {:.1}% of the input, {} chunks at zstd level {}\n\
-             \x20 bootstrap {} bytes: stock bootstrap {} + payload {}\n",
+            "coldpack: packed {}\n  entries   {}, {} in all\n",
             self.path.display(),
-            megabytes(bytes_in),
-            megabytes(bytes_out),
-            100.0 * bytes_out as f64 / bytes_in.max(1) as f64,
-            self.manifest.chunks.len(),
+            kinds(&self.walked),
+            mebibytes(bytes_in),
+        );
+        out.push_str(&split_lines(self, extracted.len(), extracted_bytes));
+        out.push_str(&format!(
+            "  payload   {} -> {}, {} at zstd level {}\n  bootstrap {} bytes: stock bootstrap for {} {} + payload {}\n",
+            mebibytes(extracted_bytes),
+            mebibytes(bytes_out),
+            counted(self.manifest.chunks.len(), "chunk", "chunks"),
             self.level,
             self.file_len(),
+            self.arch.as_str(),
             self.bootstrap_len,
             self.payload_len,
-        );
+        ));
         if let Some((path, kind, len)) = &self.zip {
-            let place = match kind {
-                ZipKind::Function => "/var/task/bootstrap",
-                ZipKind::Layer => "/opt/bootstrap",
-            };
             out.push_str(&format!(
-                "  zip       {} ({len} bytes): bootstrap mode 0755, stored, for {place}\n",
-                path.display()
+                "  zip       {} ({len} bytes): bootstrap mode 0755 and the task part, for {}\n",
+                path.display(),
+                kind.place()
             ));
         }
         for (i, budget) in self.budgets.iter().enumerate() {
@@ -127,42 +145,296 @@ impl Packed {
     }
 }
 
+/// The summary's lines on where the tree goes: the deployment or `/tmp`.
+pub fn split_lines(packed: &Packed, extracted: usize, extracted_bytes: u64) -> String {
+    let kept = match &packed.task_dir {
+        Some(dir) => format!(
+            "  kept      {} ({}) in the deployment, {}/: about {} ms less per cold start\n",
+            counted(packed.task.entries.len(), "entry", "entries"),
+            mebibytes(packed.task.bytes()),
+            dir.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            packed.saved_nanos / 1_000_000
+        ),
+        None => "  kept      nothing in the deployment (--task-budget)\n".to_owned(),
+    };
+    let extracted = if packed.manifest.is_direct() {
+        "  extracted nothing: the whole tree is in the deployment, /tmp is not used\n".to_owned()
+    } else {
+        // Counted as `inspect` counts them: the links apart.
+        let links = (0..packed.manifest.len())
+            .filter(|&i| packed.manifest.kind(i).is_task())
+            .count();
+        format!(
+            "  extracted {} ({}) into /tmp at a cold start, and {} to the deployment\n",
+            counted(extracted - links, "entry", "entries"),
+            mebibytes(extracted_bytes),
+            counted(links, "link", "links")
+        )
+    };
+    kept + &extracted
+}
+
 pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
     let launch = launch(options)?;
-    let excludes = Excludes::new(&options.exclude)?;
-    if excludes.excludes_within(&launch.entrypoint) {
-        bail!(
-            "--entrypoint {} is left out by --exclude: the runtime needs it",
-            options.entrypoint.display()
-        );
-    }
-    let inside = check_entrypoint(&options.dir, &options.entrypoint, &excludes)?;
-    let stock = stock_bootstrap(options.bootstrap.as_deref())?;
+    let excludes = Globs::new(&options.exclude, "--exclude")?;
+    let keep_in_tmp = Globs::new(&options.keep_in_tmp, "--keep-in-tmp")?;
+    let target = entrypoint_target(options, &launch, &excludes)?;
+    let skip = output_inside(options)?;
     let stage = progress.stage("walking", 0, false);
-    let Walked {
-        entries,
-        sources,
-        warnings: walk_warnings,
-    } = walk(&options.dir, &excludes)?;
+    let walked = walk(&options.dir, &excludes, skip.as_deref())?;
     stage.finish(format!(
         "walked {} entries in {}",
-        entries.len(),
+        walked.entries.len(),
         options.dir.display()
     ));
-    let entrypoint = entries
-        .binary_search_by(|e| e.path.as_slice().cmp(&inside))
-        .ok()
-        .map(|i| match entries[i].kind {
-            EntryKind::Hardlink { target } => target as usize,
-            _ => i,
-        });
+    let entrypoint = walked
+        .entries
+        .iter()
+        .position(|e| e.path == target)
+        .ok_or_else(|| {
+            anyhow!(
+                "entrypoint {} was not walked",
+                String::from_utf8_lossy(&target)
+            )
+        })?;
+    let heads = head::read_heads(&walked.entries, &walked.sources)?;
+    let elf: Vec<Option<Elf>> = heads.iter().map(|h| h.elf).collect();
+    let arch = stock::choose_arch(options.arch, &elf, |i| {
+        String::from_utf8_lossy(&walked.entries[i].path).into_owned()
+    })?;
+    let stock = stock_bootstrap(options.bootstrap.as_deref(), arch)?;
+    let warnings = lint(options, arch, &launch, &walked, &elf, &stock, entrypoint)?;
+    let rules = Rules {
+        budget: options.task_budget,
+        keep_in_tmp: &keep_in_tmp,
+        entrypoint,
+        bootstrap_len: stock.len() as u64,
+    };
+    let split = split::split(&walked, &heads, &rules, |files| {
+        compress::estimate(&walked.entries, &walked.sources, files)
+    })?;
+    let mut warnings = warnings;
+    warnings.extend(
+        lint::timestamp_pycs(&walked.entries, &heads, &split.in_deployment).map(|l| l.message),
+    );
+    let task = task_part::stage(&split.task, &options.out)?;
+    let built = build(&launch, &split, &task.index, options.level, progress)?;
+    let mut packed = assemble_and_write(options, &launch, (&stock, arch), built, task)?;
+    packed.walked = walked.entries;
+    packed.saved_nanos = split.saved_nanos;
+    packed.warnings = [warnings, std::mem::take(&mut packed.warnings)].concat();
+    Ok(packed)
+}
 
-    let total: u64 = entries.iter().map(|e| e.file_size()).sum();
-    let elf = read_headers(&entries, &sources)?;
+/// Lays the payload out, checks Lambda's limits, writes the output and the zip.
+fn assemble_and_write(
+    options: &PackOptions,
+    launch: &Launch,
+    (stock, arch): (&[u8], Arch),
+    built: Built,
+    task: Staged,
+) -> Result<Packed> {
+    let assembly = Assembly::new(stock, built.sections());
+    let mut sizes = Sizes {
+        unzipped: assembly.len() + task.index.bytes(),
+        zip: lambda_zip::estimated_len(assembly.len(), &task.index),
+        extracted: extracted_space(&built.manifest),
+        ephemeral_storage_mb: options.ephemeral_storage_mb,
+        task_budget: options.task_budget,
+    };
+    check_budgets(&budget::budgets(&sizes), options.force)?;
+    let written = write_output(options, &launch.name, &assembly, task)?;
+    let zip = match options.zip {
+        Some(kind) => {
+            let task_dir = written.task_dir.as_deref().map(|dir| (dir, &written.index));
+            let (path, len) = lambda_zip::write_zip(&options.out, kind, &written.path, task_dir)?;
+            sizes.zip = len;
+            Some((path, kind, len))
+        }
+        None => None,
+    };
+    let budgets = budget::budgets(&sizes);
+    let warnings = budgets
+        .iter()
+        .filter(|b| b.verdict != Verdict::Fits)
+        .map(|b| b.to_string())
+        .collect();
+    let (id, payload_len) = (assembly.id, assembly.payload_len());
+    Ok(Packed {
+        path: written.path,
+        walked: Vec::new(),
+        manifest: built.manifest,
+        task: written.index,
+        task_dir: written.task_dir,
+        saved_nanos: 0,
+        id,
+        arch,
+        bootstrap_len: stock.len() as u64,
+        payload_len,
+        level: options.level,
+        budgets,
+        zip,
+        warnings,
+    })
+}
 
+/// What the tree takes in `/tmp`: nothing when the whole tree is in the deployment.
+fn extracted_space(manifest: &Manifest) -> u64 {
+    if manifest.is_direct() {
+        0
+    } else {
+        Need::of(manifest).bytes
+    }
+}
+
+fn check_budgets(budgets: &[Budget], force: bool) -> Result<()> {
+    let over: Vec<String> = budgets
+        .iter()
+        .filter(|b| b.verdict == Verdict::OverHard)
+        .map(|b| b.to_string())
+        .collect();
+    if !over.is_empty() && !force {
+        bail!(
+            "over Lambda's limits, nothing written (--force to write it anyway): {}",
+            over.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// The payload's sections, built.
+struct Built {
+    launch: Vec<u8>,
+    manifest: Manifest,
+    manifest_z: Vec<u8>,
+    task_z: Vec<u8>,
+    frames: Vec<Vec<u8>>,
+}
+
+impl Built {
+    fn sections(&self) -> Sections<'_> {
+        Sections {
+            flags: if self.manifest.is_direct() {
+                payload::FLAG_DIRECT
+            } else {
+                0
+            },
+            launch: &self.launch,
+            manifest: &self.manifest_z,
+            task_index: &self.task_z,
+            chunks: &self.frames,
+        }
+    }
+}
+
+/// Compresses the `/tmp` tree into chunks and encodes the manifest and task index.
+fn build(
+    launch: &Launch,
+    split: &Split,
+    index: &TaskIndex,
+    level: i32,
+    progress: &Progress,
+) -> Result<Built> {
+    let planned = compress::plan_chunks(&split.tree);
+    let plan = Plan::new(
+        split
+            .tree
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.file_size() > 0)
+            .map(|(i, e)| (i, e.file_size())),
+        planned.iter().map(|c| c.data_len),
+    );
+    let total: u64 = planned.iter().map(|c| c.data_len).sum();
+    let stage = progress.stage("compressing", total, true);
+    let (chunks, frames) =
+        compress::compress(&plan, planned, &split.sources, level, &|n| stage.inc(n))?;
+    let task_z = deflate_section(&index.encode(), level)?;
+    let raw = manifest::encode(&split.tree, &chunks, &sha256(&task_z));
+    if raw.len() as u64 > MAX_MANIFEST {
+        bail!(
+            "the tree's {} entries in /tmp need a manifest of {}, over the bootstrap's limit of {}: --exclude what the runtime does not need, or raise --task-budget so that more stays in the deployment",
+            split.tree.len(),
+            mebibytes(raw.len() as u64),
+            mebibytes(MAX_MANIFEST)
+        );
+    }
+    let manifest_z = deflate_section(&raw, level)?;
+    let manifest = Manifest::decode(raw).map_err(|e| anyhow!("the tree cannot be packed: {e}"))?;
+    stage.finish(format!(
+        "compressed {} into {} of {}",
+        mebibytes(total),
+        counted(frames.len(), "chunk", "chunks"),
+        mebibytes(frames.iter().map(|f| f.len() as u64).sum())
+    ));
+    Ok(Built {
+        launch: launch.encode(),
+        manifest,
+        manifest_z,
+        task_z,
+        frames,
+    })
+}
+
+/// What `write_output` wrote.
+struct Written {
+    path: PathBuf,
+    task_dir: Option<PathBuf>,
+    index: TaskIndex,
+}
+
+/// Puts the task part in place, then the bootstrap, then removes the task parts of
+/// earlier packs of the same name.
+fn write_output(
+    options: &PackOptions,
+    name: &str,
+    assembly: &Assembly,
+    task: Staged,
+) -> Result<Written> {
+    let dir_name = task::dir_name(name, &assembly.id);
+    let index = task.index.clone();
+    let task_dir = if index.entries.is_empty() {
+        None
+    } else {
+        Some(task.commit(&options.out, &dir_name)?)
+    };
+    let path = write_atomically(&options.out, "bootstrap", &assembly.parts())?;
+    let stale = format!("coldpack-{name}.");
+    for item in fs::read_dir(&options.out).into_iter().flatten().flatten() {
+        let file_name = item.file_name();
+        let file_name = file_name.to_string_lossy();
+        if file_name.starts_with(&stale) && file_name != dir_name {
+            coldpack_bootstrap::cache::remove_tree(&item.path())
+                .with_context(|| format!("cannot remove {}", item.path().display()))?;
+        }
+    }
+    Ok(Written {
+        path,
+        task_dir,
+        index,
+    })
+}
+
+/// The lints of the walked tree: errors stop the pack unless `--force`; warnings come
+/// back. Entries their owner cannot read or search stop it whatever `--force` says:
+/// the bootstrap could neither check nor remove such a tree.
+#[allow(clippy::too_many_arguments)]
+fn lint(
+    options: &PackOptions,
+    arch: Arch,
+    launch: &Launch,
+    walked: &Walked,
+    elf: &[Option<Elf>],
+    stock: &[u8],
+    entrypoint: usize,
+) -> Result<Vec<String>> {
+    if let Some(refusal) = lint::owner_locked(&walked.entries) {
+        bail!("{refusal}");
+    }
     let mut lints = Vec::new();
-    match Elf::parse(&stock) {
-        Some(Elf { machine }) if machine == options.arch.elf_machine() => {}
+    match Elf::parse(stock) {
+        Some(Elf { machine }) if machine == arch.elf_machine() => {}
         found => lints.push(Lint {
             error: true,
             message: format!(
@@ -173,125 +445,37 @@ pub fn pack(options: &PackOptions, progress: &Progress) -> Result<Packed> {
                     .map(|p| format!(" {}", p.display()))
                     .unwrap_or_default(),
                 found.map_or("no known machine".into(), |e| lint::machine_name(e.machine)),
-                options.arch.as_str()
+                arch.as_str()
             ),
         }),
     }
-    lints.extend(lint::lint_tree(&entries, &elf, options.arch, entrypoint));
+    lints.extend(lint::lint_tree(
+        &walked.entries,
+        elf,
+        arch,
+        Some(entrypoint),
+    ));
+    let target = compat::Target {
+        root: &options.dir,
+        entrypoint: &walked.entries[entrypoint].path,
+        env: &launch.env,
+        runtime: options.runtime,
+        arch,
+    };
+    let tree = compat::tree_from_walk(&walked.entries, &walked.sources);
+    let findings = compat::check(&tree, &target)?;
+    if !findings.errors.is_empty() && !options.allow_incompatible {
+        bail!("{}", findings.refusal(&target));
+    }
+    lints.extend(findings.into_warnings().into_iter().map(lint::warning));
     let errors: Vec<&Lint> = lints.iter().filter(|l| l.error).collect();
     if !errors.is_empty() && !options.force {
         let list: Vec<String> = errors.iter().map(|l| l.message.clone()).collect();
         bail!("{} (--force to write it anyway)", list.join("; "));
     }
-
-    let sizes: Vec<u64> = entries
-        .iter()
-        .map(|e| e.file_size())
-        .filter(|&size| size > 0)
-        .collect();
-    let mut manifest = Manifest {
-        entries,
-        chunks: chunk_lengths(&sizes)
-            .into_iter()
-            .map(|data_len| Chunk {
-                data_len,
-                compressed_len: 0,
-                sha256: [0; 32],
-                data_sha256: [0; 32],
-            })
-            .collect(),
-    };
-    let stage = progress.stage("compressing", total, true);
-    let frames = compress_chunks(&manifest, &sources, options.level, &|n| stage.inc(n))?;
-    for (chunk, (frame, data_sha256)) in manifest.chunks.iter_mut().zip(&frames) {
-        chunk.compressed_len = frame.len() as u64;
-        chunk.sha256 = sha256(frame);
-        chunk.data_sha256 = *data_sha256;
-    }
-
-    let launch_bytes = launch.encode();
-    let manifest_bytes = payload::deflate_manifest(&manifest.encode(), options.level)?;
-    let chunks_len: u64 = frames.iter().map(|(f, _)| f.len() as u64).sum();
-    stage.finish(format!(
-        "compressed {} into {} chunks of {}",
-        megabytes(total),
-        frames.len(),
-        megabytes(chunks_len)
-    ));
-    let header = Header {
-        launch_len: launch_bytes.len() as u64,
-        manifest_len: manifest_bytes.len() as u64,
-        chunks_len,
-        launch_sha256: sha256(&launch_bytes),
-        manifest_sha256: sha256(&manifest_bytes),
-    }
-    .encode();
-    let payload_len = (HEADER_LEN + launch_bytes.len() + manifest_bytes.len()) as u64 + chunks_len;
-    let id = sha256(&header);
-    let trailer = Trailer {
-        offset: stock.len() as u64,
-        len: payload_len,
-        header_sha256: id,
-    }
-    .encode();
-
-    let file_len = stock.len() as u64 + payload_len + trailer.len() as u64;
-    let budgets = budget::budgets(
-        file_len,
-        lambda_zip::estimated_len(file_len),
-        budget::extracted_size(&manifest.entries),
-        options.ephemeral_storage_mb,
-    );
-    let over: Vec<String> = budgets
-        .iter()
-        .filter(|b| b.verdict == Verdict::OverHard)
-        .map(|b| b.to_string())
-        .collect();
-    if !over.is_empty() && !options.force {
-        bail!(
-            "over Lambda's limits, nothing written (--force to write it anyway): {}",
-            over.join("; ")
-        );
-    }
-
-    let mut parts: Vec<&[u8]> = vec![&stock, &header, &launch_bytes, &manifest_bytes];
-    parts.extend(frames.iter().map(|(frame, _)| frame.as_slice()));
-    parts.push(&trailer);
-    let path = write_atomically(&options.out, "bootstrap", &parts)?;
-    let mut budgets = budgets;
-    let zip = match options.zip {
-        Some(kind) => {
-            let (zip_path, zip_len) = lambda_zip::write_zip(&options.out, kind, &path)?;
-            // The zip's real size replaces the estimate.
-            budgets = budget::budgets(
-                file_len,
-                zip_len,
-                budget::extracted_size(&manifest.entries),
-                options.ephemeral_storage_mb,
-            );
-            Some((zip_path, kind, zip_len))
-        }
-        None => None,
-    };
-    let mut warnings = walk_warnings;
-    warnings.extend(lints.iter().map(|l| l.message.clone()));
-    warnings.extend(
-        budgets
-            .iter()
-            .filter(|b| b.verdict != Verdict::Fits)
-            .map(|b| b.to_string()),
-    );
-    Ok(Packed {
-        path,
-        manifest,
-        id,
-        bootstrap_len: stock.len() as u64,
-        payload_len,
-        level: options.level,
-        budgets,
-        zip,
-        warnings,
-    })
+    let mut warnings = walked.warnings.clone();
+    warnings.extend(lints.into_iter().map(|l| l.message));
+    Ok(warnings)
 }
 
 /// The launch section from the command line, refusing what the bootstrap would.
@@ -370,52 +554,64 @@ fn relative_entrypoint(entrypoint: &Path) -> Result<Vec<u8>> {
     Ok(parts.join(OsStr::new("/")).into_vec())
 }
 
-/// The entrypoint must resolve, through any links, to an executable file inside DIR
-/// that is packed; returns that file's path inside DIR.
-fn check_entrypoint(dir: &Path, entrypoint: &Path, excludes: &Excludes) -> Result<Vec<u8>> {
-    let path = dir.join(entrypoint);
-    let root = fs::canonicalize(dir)
+/// The file the entrypoint names, resolved through the tree's own links before the
+/// walk (so a bad entrypoint is refused at once): it must be an executable regular
+/// file inside DIR that is packed. Returns its path inside DIR.
+fn entrypoint_target(options: &PackOptions, launch: &Launch, excludes: &Globs) -> Result<Vec<u8>> {
+    let dir = &options.dir;
+    let shown = options.dir.join(&options.entrypoint);
+    let meta = fs::metadata(dir)
         .with_context(|| format!("cannot read runtime directory {}", dir.display()))?;
-    let resolved = fs::canonicalize(&path).map_err(|e| {
-        anyhow!(
-            "entrypoint {} does not exist ({e}): --entrypoint is a path inside DIR",
-            path.display()
-        )
-    })?;
-    let Ok(inside) = resolved.strip_prefix(&root) else {
+    if !meta.is_dir() {
         bail!(
-            "entrypoint {} resolves to {}, outside {}: the runtime must carry its own executable",
-            path.display(),
-            resolved.display(),
+            "{} is not a directory: give the runtime's root directory",
             dir.display()
         );
-    };
-    let inside = inside.as_os_str().as_bytes();
-    if excludes.excludes_within(inside) {
+    }
+    if excludes.matches_within(&launch.entrypoint) {
+        bail!(
+            "--entrypoint {} is left out by --exclude: the runtime needs it",
+            options.entrypoint.display()
+        );
+    }
+    let target = resolve(&launch.entrypoint, |path| resolve::on_disk(dir, path))
+        .map_err(|why| anyhow!("entrypoint {}: {why}", shown.display()))?;
+    if excludes.matches_within(&target) {
         bail!(
             "entrypoint {} resolves to {}, which --exclude leaves out",
-            path.display(),
-            resolved.display()
+            shown.display(),
+            String::from_utf8_lossy(&target)
         );
     }
-    let meta =
-        fs::metadata(&resolved).with_context(|| format!("cannot stat {}", resolved.display()))?;
-    if !meta.is_file() {
-        bail!("entrypoint {} is not a regular file", path.display());
-    }
-    if meta.permissions().mode() & 0o111 == 0 {
+    let file = dir.join(OsStr::from_bytes(&target));
+    let mode = fs::metadata(&file)
+        .with_context(|| format!("cannot stat {}", file.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o111 == 0 {
         bail!(
             "entrypoint {} is not executable: chmod +x it before packing",
-            path.display()
+            shown.display()
         );
     }
-    Ok(inside.to_vec())
+    Ok(target)
 }
 
-/// The bootstrap to prepend: the one built into coldpack, or `--bootstrap`.
-fn stock_bootstrap(over: Option<&Path>) -> Result<Vec<u8>> {
+/// OUT-DIR's path inside DIR, when it is inside, so the walk leaves it out.
+fn output_inside(options: &PackOptions) -> Result<Option<Vec<u8>>> {
+    match walk::inside(&options.dir, &options.out) {
+        Some(path) if path.is_empty() => bail!(
+            "-o {} is the runtime directory itself: write the output elsewhere",
+            options.out.display()
+        ),
+        found => Ok(found),
+    }
+}
+
+/// The bootstrap to prepend: the one built into coldpack for `arch`, or `--bootstrap`.
+fn stock_bootstrap(over: Option<&Path>, arch: Arch) -> Result<Vec<u8>> {
     let Some(path) = over else {
-        return Ok(crate::STOCK_BOOTSTRAP.to_vec());
+        return Ok(stock::bootstrap(arch)?.to_vec());
     };
     let bytes =
         fs::read(path).with_context(|| format!("cannot read --bootstrap {}", path.display()))?;
@@ -434,135 +630,6 @@ fn stock_bootstrap(over: Option<&Path>) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
-}
-
-/// What each file's first bytes say about it as an ELF, read on all cores. This is
-/// also where unreadable files are found, all of them, before anything is written.
-fn read_headers(entries: &[Entry], sources: &[PathBuf]) -> Result<Vec<Option<Elf>>> {
-    let files: Vec<usize> = (0..entries.len())
-        .filter(|&i| matches!(entries[i].kind, EntryKind::File { .. }))
-        .collect();
-    let headers = parallel_map(files.len(), |job| {
-        let source = &sources[files[job]];
-        let read = || -> std::io::Result<Option<Elf>> {
-            let mut head = Vec::with_capacity(64);
-            File::open(source)?.take(64).read_to_end(&mut head)?;
-            Ok(Elf::parse(&head))
-        };
-        Ok(read().map_err(|e| format!("{} ({e})", source.display())))
-    })?;
-    let unreadable: Vec<&String> = headers.iter().filter_map(|h| h.as_ref().err()).collect();
-    if !unreadable.is_empty() {
-        let shown: Vec<&str> = unreadable.iter().take(10).map(|s| s.as_str()).collect();
-        bail!(
-            "cannot read {} files, so they cannot be packed: {}{}; make them readable or --exclude them",
-            unreadable.len(),
-            shown.join(", "),
-            if unreadable.len() > 10 { ", ..." } else { "" }
-        );
-    }
-    let mut elf = vec![None; entries.len()];
-    for (&index, header) in files.iter().zip(headers) {
-        elf[index] = header.map_err(|e| anyhow!(e))?;
-    }
-    Ok(elf)
-}
-
-/// Cuts the data stream, the contents of files of these `sizes` in order, into
-/// chunks of equal work ([`FILE_COST`]), as many as [`CHUNK_SET`] and [`MAX_CHUNK`]
-/// ask for, or fewer of at least [`MIN_CHUNK`] for a small tree.
-fn chunk_lengths(sizes: &[u64]) -> Vec<u64> {
-    let total: u64 = sizes.iter().sum();
-    let count = if total < CHUNK_SET * MIN_CHUNK {
-        total.div_ceil(MIN_CHUNK)
-    } else {
-        CHUNK_SET * total.div_ceil(CHUNK_SET * MAX_CHUNK)
-    };
-    let work = u128::from(total) + u128::from(FILE_COST) * sizes.len() as u128;
-    let boundary = |n: u64| work * u128::from(n) / u128::from(count.max(1));
-    let mut cuts = vec![0];
-    let (mut done_work, mut done_bytes, mut next) = (0u128, 0u64, 1);
-    for &size in sizes {
-        let content_at = done_work + u128::from(FILE_COST);
-        let end = content_at + u128::from(size);
-        while next < count && boundary(next) < end {
-            let into = boundary(next).saturating_sub(content_at) as u64;
-            cuts.push(done_bytes + into);
-            next += 1;
-        }
-        (done_work, done_bytes) = (end, done_bytes + size);
-    }
-    cuts.push(total);
-    cuts.dedup();
-    cuts.windows(2).map(|w| w[1] - w[0]).collect()
-}
-
-/// Each chunk's tar stream, zstd-compressed, and the SHA-256 of the file contents it
-/// carries, built on all cores.
-fn compress_chunks(
-    manifest: &Manifest,
-    sources: &[PathBuf],
-    level: i32,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<(Vec<u8>, [u8; 32])>> {
-    let plan = manifest.plan();
-    parallel_map(plan.len(), |index| {
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut data_hasher = Sha256::new();
-        for piece in &plan[index] {
-            let entry = &manifest.entries[piece.entry];
-            let source = &sources[piece.entry];
-            let mut data = vec![0; piece.len as usize];
-            File::open(source)
-                .and_then(|file| file.read_exact_at(&mut data, piece.offset))
-                .with_context(|| {
-                    format!(
-                        "cannot read {} (did it change while packing?)",
-                        source.display()
-                    )
-                })?;
-            data_hasher.update(&data);
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(piece.len);
-            header.set_mode(entry.mode);
-            header.set_mtime(entry.mtime.sec.max(0) as u64);
-            header.set_uid(0);
-            header.set_gid(0);
-            builder.append_data(
-                &mut header,
-                Path::new(OsStr::from_bytes(&entry.path)),
-                data.as_slice(),
-            )?;
-        }
-        let tar = builder.into_inner()?;
-        let mut compressor = zstd::bulk::Compressor::new(level)?;
-        // Levels 20-22 ask for windows past 8 MiB, which the bootstrap refuses.
-        compressor.set_parameter(zstd::zstd_safe::CParameter::WindowLog(WINDOW_LOG_MAX))?;
-        let frame = compressor.compress(&tar)?;
-        progress(manifest.chunks[index].data_len);
-        Ok((frame, data_hasher.finalize().into()))
-    })
-}
-
-/// Runs `job(i)` for `i` in `0..count` on all cores, keeping results in order.
-fn parallel_map<T: Send>(count: usize, job: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
-    let results: Vec<Mutex<Option<T>>> = (0..count).map(|_| Mutex::new(None)).collect();
-    let threads = parallel::threads_for(count, usize::MAX);
-    parallel::run(
-        count,
-        threads,
-        || (),
-        |i, ()| {
-            let value = job(i)?;
-            *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
-            anyhow::Ok(())
-        },
-    )?;
-    Ok(results
-        .into_iter()
-        .filter_map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .collect())
 }
 
 /// Writes `parts` to `dir/name` (mode 0755) through a temporary file in `dir`, so that
@@ -590,60 +657,4 @@ fn write_atomically(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<PathBuf> 
         return Err(anyhow!("cannot write {}: {e}", target.display()));
     }
     Ok(target)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_cover_the_stream_in_sets_of_equal_work() {
-        // Many small files then one large one: the small files' chunks are shorter.
-        let mut sizes = vec![4 << 10; 20_000];
-        sizes.push(200 << 20);
-        let lengths = chunk_lengths(&sizes);
-        assert_eq!(lengths.len() as u64 % CHUNK_SET, 0, "{lengths:?}");
-        assert_eq!(lengths.iter().sum::<u64>(), sizes.iter().sum::<u64>());
-        assert!(lengths.iter().all(|&l| l > 0));
-        assert!(lengths[0] < *lengths.last().unwrap() / 2, "{lengths:?}");
-        let work = |range: std::ops::Range<u64>| {
-            let mut at = 0;
-            sizes
-                .iter()
-                .map(|&size| {
-                    let (start, end) = (at, at + size);
-                    at = end;
-                    let inside = end.min(range.end).saturating_sub(start.max(range.start));
-                    inside + if range.contains(&start) { FILE_COST } else { 0 }
-                })
-                .sum::<u64>()
-        };
-        let mut at = 0;
-        let shares: Vec<u64> = lengths
-            .iter()
-            .map(|&l| {
-                at += l;
-                work(at - l..at)
-            })
-            .collect();
-        let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
-        assert!(hi - lo <= FILE_COST + (4 << 10), "{shares:?}");
-    }
-
-    #[test]
-    fn small_and_empty_streams() {
-        assert!(chunk_lengths(&[]).is_empty());
-        assert_eq!(chunk_lengths(&[1]), vec![1]);
-        // One file is split at byte offsets: three ways under 6 MiB, six ways above.
-        for (size, count) in [(3 << 20, 3), (60 << 20, 6)] {
-            let lengths = chunk_lengths(&[size]);
-            assert_eq!(lengths.len(), count);
-            assert_eq!(lengths.iter().sum::<u64>(), size);
-            let share = size / count as u64;
-            assert!(
-                lengths.iter().all(|&l| l.abs_diff(share) <= FILE_COST),
-                "{lengths:?}"
-            );
-        }
-    }
 }

@@ -1,7 +1,7 @@
 //! Progress while packing: a bar on a terminal, one plain line a stage otherwise, so
 //! that CI logs stay readable and free of escape codes.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -67,9 +67,11 @@ impl Stage {
         match self.bar {
             Some(bar) => {
                 bar.finish_and_clear();
-                eprintln!("{line}");
+                let _ = writeln!(std::io::stderr(), "{line}");
             }
-            None => eprintln!("{line}"),
+            None => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
         }
     }
 }

@@ -87,14 +87,7 @@ pub fn coldpack() -> Command {
 
 /// `coldpack pack SRC --entrypoint ENTRY -o OUT --level 3 EXTRA...`, which must succeed.
 pub fn pack(src: &Path, entrypoint: &str, out: &Path, extra: &[&str]) -> Output {
-    let output = coldpack()
-        .arg("pack")
-        .arg(src)
-        .args(["--entrypoint", entrypoint, "--level", "3", "-o"])
-        .arg(out)
-        .args(extra)
-        .output()
-        .expect("run coldpack");
+    let output = try_pack(src, entrypoint, out, extra);
     assert!(
         output.status.success(),
         "coldpack pack failed: {}",
@@ -440,6 +433,32 @@ pub fn compare_walked(want: &BTreeMap<Vec<u8>, Seen>, actual: &Path) -> Vec<Stri
     differences
 }
 
+/// The one extracted tree in `cache` (leftovers being moved aside do not count).
+pub fn extracted_root(cache: &Path) -> PathBuf {
+    let mut trees: Vec<_> = fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.to_string_lossy().contains(".trash-"))
+        .collect();
+    assert_eq!(trees.len(), 1, "exactly one tree in the cache: {trees:?}");
+    trees.pop().unwrap()
+}
+
+/// Runs `command`, which must succeed; its output otherwise goes into the failure.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
+}
+
 /// The names in a directory, sorted.
 pub fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -481,4 +500,125 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// A stand-in for the Runtime API's init-error endpoint: listens on 127.0.0.1, takes
+/// one request, answers `202 Accepted` as Lambda does, and hands back the request as
+/// it arrived (request line, headers, body). Every wait has a deadline.
+pub struct InitErrorCatcher {
+    /// `host:port`, the form Lambda gives in `AWS_LAMBDA_RUNTIME_API`.
+    pub address: String,
+    received: std::thread::JoinHandle<Option<String>>,
+}
+
+impl InitErrorCatcher {
+    pub fn start() -> InitErrorCatcher {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on 127.0.0.1");
+        let address = listener.local_addr().expect("bound address").to_string();
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let received = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((stream, _)) => break stream,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => return None,
+                }
+            };
+            stream.set_nonblocking(false).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let request = read_request(&mut stream)?;
+            let _ = stream.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+            Some(request)
+        });
+        InitErrorCatcher { address, received }
+    }
+
+    /// The request received, or `None` if none came within 30 s of the start.
+    pub fn request(self) -> Option<String> {
+        self.received.join().expect("catcher thread")
+    }
+}
+
+/// One HTTP request: headers, then as many body bytes as `Content-Length` says.
+fn read_request(stream: &mut impl std::io::Read) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        let n = stream.read(&mut buffer).ok()?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buffer[..n]);
+        let request = text(&bytes);
+        if let Some((head, body)) = request.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            if body.len() >= length {
+                break;
+            }
+        }
+    }
+    Some(text(&bytes))
+}
+
+/// `coldpack pack SRC --entrypoint ENTRY -o OUT --level 3 EXTRA...`, whatever its
+/// outcome: for the packs that must be refused.
+pub fn try_pack(src: &Path, entrypoint: &str, out: &Path, extra: &[&str]) -> Output {
+    coldpack()
+        .arg("pack")
+        .arg(src)
+        .args(["--entrypoint", entrypoint, "--level", "3", "-o"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run coldpack")
+}
+
+/// `command` run with `dir` read-only, as Lambda's deployment is: as root, inside a
+/// private mount namespace where `dir` is a read-only bind mount (so writes fail with
+/// `EROFS`, whoever `command` then runs as); otherwise with the write bits of
+/// everything under `dir` taken away first (writes fail with `EACCES`; `Sandbox`
+/// gives them back when it goes). Program, arguments, environment and working
+/// directory are carried over; set stdio on the result.
+pub fn with_read_only(dir: &Path, command: Command) -> Command {
+    if !is_root() {
+        let status = Command::new("chmod")
+            .arg("-R")
+            .arg("a-w")
+            .arg(dir)
+            .status()
+            .expect("run chmod");
+        assert!(status.success(), "chmod -R a-w {} failed", dir.display());
+        return command;
+    }
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(dir)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(cwd) = command.get_current_dir() {
+        wrapped.current_dir(cwd);
+    }
+    wrapped
 }
