@@ -15,7 +15,7 @@ mod util;
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -68,8 +68,7 @@ fn why_not() -> Option<String> {
     }
     // The stock bootstrap carries no payload: when it starts, it says so and exits.
     let probe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("arm64-probe");
-    fs::write(&probe, coldpack::STOCK_BOOTSTRAP_ARM64).expect("write the probe");
-    fs::set_permissions(&probe, fs::Permissions::from_mode(0o755)).unwrap();
+    write_program(&probe, coldpack::STOCK_BOOTSTRAP_ARM64);
     match Command::new(&probe).output() {
         Ok(output) if text(&output.stderr).contains("carries no coldpack payload") => None,
         Ok(output) => Some(format!(
@@ -295,8 +294,7 @@ fn payload_span(bootstrap: &Path) -> (usize, usize) {
 fn damaged_copy(bootstrap: &Path, at: usize, into: &Path) -> PathBuf {
     let mut bytes = fs::read(bootstrap).unwrap();
     bytes[at] ^= 0x10;
-    fs::write(into, &bytes).unwrap();
-    fs::set_permissions(into, fs::Permissions::from_mode(0o755)).unwrap();
+    write_program(into, &bytes);
     into.to_owned()
 }
 

@@ -269,8 +269,7 @@ fn tampered_payload_is_refused_and_nothing_runs() {
         let mut damaged = bytes.clone();
         damaged[at] ^= 0x10;
         let path = sandbox.path(&format!("damaged-{at}"));
-        fs::write(&path, &damaged).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        write_program(&path, &damaged);
         let cache = sandbox.cache_dir(&format!("cache-{at}"), Who::Me);
         let output = start(&path, &cache, Who::Me, &[], &[]);
         assert!(
@@ -535,8 +534,7 @@ fn unreadable_file_is_refused() {
 fn bootstrap_without_payload_says_so() {
     let sandbox = Sandbox::new();
     let stock = sandbox.path("stock");
-    fs::write(&stock, coldpack::STOCK_BOOTSTRAP).unwrap();
-    fs::set_permissions(&stock, fs::Permissions::from_mode(0o755)).unwrap();
+    write_program(&stock, coldpack::STOCK_BOOTSTRAP);
     let cache = sandbox.cache_dir("cache", Who::Me);
     let output = start(&stock, &cache, Who::Me, &[], &[]);
     assert!(!output.status.success());

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use util::run_ok as run;
+use util::{run_ok as run, write_program};
 
 /// What `build-tree.sh` writes into the greeting file the handler reads at init.
 const GREETING: &str = "Hello from a coldpacked runtime";
@@ -244,8 +244,7 @@ fn corrupt_copy(scratch: &Scratch) -> PathBuf {
     let task = scratch.path().join("task");
     fs::create_dir_all(&task).unwrap();
     let bootstrap = task.join("bootstrap");
-    fs::write(&bootstrap, bytes).unwrap();
-    fs::set_permissions(&bootstrap, fs::Permissions::from_mode(0o755)).unwrap();
+    write_program(&bootstrap, &bytes);
     // The header is intact, so the task part keeps its name: deploy it alongside, as
     // Lambda would, so that only the damaged chunk can be refused.
     for item in fs::read_dir(packed_bootstrap().parent().unwrap()).unwrap() {

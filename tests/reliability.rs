@@ -53,10 +53,6 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn make_executable(path: &Path) {
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 /// `pack` with nothing kept in the deployment: every test here is about the cache
 /// directory, which a tree kept whole in the deployment never touches.
 fn pack_for_tmp(src: &Path, out: &Path, name: &str) -> Output {
@@ -466,12 +462,10 @@ fn resume_fixture(sandbox: &Sandbox, name: &str) -> ResumeFixture {
     let out = sandbox.path("out");
     pack_for_tmp(&src, &out, name);
     let bootstrap = sandbox.path("bootstrap");
-    fs::write(
+    write_program(
         &bootstrap,
-        rechunked(&out.join("bootstrap"), &src, RESUME_CHUNKS),
-    )
-    .unwrap();
-    make_executable(&bootstrap);
+        &rechunked(&out.join("bootstrap"), &src, RESUME_CHUNKS),
+    );
     let manifest = Payload::open(&bootstrap).unwrap().manifest().unwrap();
     assert_eq!(manifest.chunks.len(), RESUME_CHUNKS);
     ResumeFixture {
@@ -868,22 +862,6 @@ impl Damage {
     }
 }
 
-/// `start` of a file this process has just written: a fork in any other test thread
-/// while the file was open for writing gives that child the descriptor too, and an
-/// exec of the file fails with ETXTBSY until the child has exec'd in turn. Retried.
-fn start_fresh_file(bootstrap: &Path, cache: &Path, who: Who, env: &[(&str, &str)]) -> Output {
-    for _ in 0..100 {
-        match start_command(bootstrap, cache, who, env).output() {
-            Err(e) if e.raw_os_error() == Some(26) => {}
-            // setpriv reports its own failed exec.
-            Ok(output) if text(&output.stderr).contains("Text file busy") => {}
-            other => return other.expect("run bootstrap"),
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("{} stays busy", bootstrap.display());
-}
-
 /// Every damage is refused before anything runs, with a `Runtime.Payload*` error and
 /// nothing left in the cache, except one: the task index, which only the tools read
 /// (a start never needs it), so damage there leaves the start alone and is what
@@ -933,10 +911,9 @@ fn corrupted_payloads_are_all_refused() {
     let verdicts = run_parallel(&damages, 2, |i, damage| {
         let who = users[i % users.len()];
         let path = sandbox.path(&format!("bin/damaged-{i}"));
-        fs::write(&path, damage.apply(&original)).unwrap();
-        make_executable(&path);
+        write_program(&path, &damage.apply(&original));
         let cache = sandbox.cache_dir(&format!("caches/{i}"), who);
-        let output = start_fresh_file(&path, &cache, who, &[]);
+        let output = start(&path, &cache, who, &[], &[]);
         let in_task_index = matches!(damage, Damage::Flip { at, .. } if task_index.contains(at));
         let verified = in_task_index.then(|| coldpack().arg("verify").arg(&path).output().unwrap());
         fs::remove_file(&path).unwrap();
@@ -1648,18 +1625,16 @@ fn hostile_payloads_are_refused_and_write_nothing_outside() {
     for (index, case) in cases.into_iter().flatten().enumerate() {
         let (bytes, task_dir) = case.build(&bin);
         let bootstrap = bin.join(format!("hostile-{index}"));
-        fs::write(&bootstrap, bytes).unwrap();
-        make_executable(&bootstrap);
+        write_program(&bootstrap, &bytes);
         // Each case names its own task part, so one case's never serves another.
         for name in case.task_part {
-            write_file(&task_dir.join(name), HOSTILE_ENTRY, 0o755);
+            let entry = task_dir.join(name);
+            fs::create_dir_all(entry.parent().unwrap()).unwrap();
+            write_program(&entry, HOSTILE_ENTRY);
             let times = fs::FileTimes::new().set_modified(
                 std::time::UNIX_EPOCH + Duration::from_secs(HOSTILE_MTIME.sec as u64),
             );
-            fs::File::open(task_dir.join(name))
-                .unwrap()
-                .set_times(times)
-                .unwrap();
+            fs::File::open(&entry).unwrap().set_times(times).unwrap();
         }
         for who in users() {
             let context = format!("{who:?}, {}", case.what);
@@ -1671,7 +1646,7 @@ fn hostile_payloads_are_refused_and_write_nothing_outside() {
                     .collect()
             };
             let before = outside_cache();
-            let output = start_fresh_file(&bootstrap, &cache, who, &[]);
+            let output = start(&bootstrap, &cache, who, &[], &[]);
             assert_eq!(
                 before,
                 outside_cache(),

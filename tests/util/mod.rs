@@ -155,6 +155,27 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod fixture file");
 }
 
+/// Writes a program the tests then run, through a child process (`dd`), so that this
+/// process never holds the file open for writing: a fork in any other test thread
+/// while it did would give that child the descriptor too, and every exec of the file
+/// would fail with ETXTBSY until the child had exec'd in turn.
+pub fn write_program(path: &Path, bytes: &[u8]) {
+    let mut of = std::ffi::OsString::from("of=");
+    of.push(path);
+    let mut dd = Command::new("dd")
+        .args([of.as_os_str(), OsStr::new("status=none")])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("dd is installed");
+    dd.stdin
+        .take()
+        .unwrap()
+        .write_all(bytes)
+        .expect("write to dd");
+    assert!(dd.wait().unwrap().success(), "dd of={}", path.display());
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod program");
+}
+
 /// Bytes that compress like real data: words and binary runs from a seeded generator.
 pub fn realistic_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed
