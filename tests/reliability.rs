@@ -630,6 +630,99 @@ fn killed_cold_starts_are_resumed_where_they_stopped() {
     }
 }
 
+/// A killed start's staging is continued, but not trusted: a file that several chunks
+/// write, found replaced by a FIFO (whose open for writing would wait forever for a
+/// reader) or by a second name of a file outside staging (which the start would write
+/// through), makes the start fail at once with a line naming the file, writing nothing
+/// outside staging, and leave nothing behind, so the next start extracts afresh.
+#[test]
+fn a_resumed_start_refuses_a_shared_file_replaced_in_staging() {
+    let sandbox = Sandbox::new();
+    let fixture = resume_fixture(&sandbox, "planted");
+    let want = walk(&fixture.src);
+    let plan = fixture.manifest.plan();
+    let split = plan.split_files();
+    for who in users() {
+        for plant in ["fifo", "hardlink"] {
+            let context = format!("{who:?}, {plant}");
+            let cache = sandbox.cache_dir(&format!("cache-{who:?}-{plant}"), who);
+            let named =
+                |suffix: &str| cache.join(format!("coldpack-planted.{}{suffix}", fixture.id16));
+            let (record_path, staging) = (named(".progress"), named(".staging"));
+            let command = start_command(&fixture.bootstrap, &cache, who, &[]);
+            let ready = |r: &Record| r.chunks.len() >= RESUME_CHUNKS / 2;
+            let Some(record) = kill_when(command, &record_path, &staging, ready, Duration::ZERO)
+            else {
+                panic!("{context}: the start finished before it could be killed");
+            };
+            // A split file that a chunk still to be written has a piece of, already
+            // created by the killed start.
+            let target = (0..RESUME_CHUNKS)
+                .filter(|chunk| !record.chunks.contains(chunk))
+                .flat_map(|chunk| plan.chunk(chunk).iter())
+                .map(|piece| piece.entry)
+                .filter(|entry| split.contains(entry))
+                .map(|entry| PathBuf::from(OsStr::from_bytes(&fixture.manifest.path(entry))))
+                .find(|path| staging.join(path).is_file())
+                .unwrap_or_else(|| panic!("{context}: no split file left half-written"));
+            let file = staging.join(&target);
+            // Outside staging, in the cache directory, where the user may write.
+            let victim = cache.join("victim");
+            let script = match plant {
+                "fifo" => format!("rm {0} && mkfifo {0}", file.display()),
+                _ => format!(
+                    "printf 'not coldpack\\n' > {1} && rm {0} && ln {1} {0}",
+                    file.display(),
+                    victim.display()
+                ),
+            };
+            shell_as(who, &script);
+
+            let output = Background::spawn(start_command(&fixture.bootstrap, &cache, who, &[]))
+                .output_within(Duration::from_secs(20))
+                .unwrap_or_else(|| panic!("{context}: the start still waits after 20 s"));
+            let line = one_error_line(&output, &context);
+            assert!(
+                line.contains("is not a plain file with one name"),
+                "{context}: {line}"
+            );
+            assert!(
+                line.contains(&target.display().to_string()),
+                "{context}: {line}"
+            );
+            assert!(!ran(&output), "{context}: the runtime ran");
+            if plant == "hardlink" {
+                assert_eq!(fs::read(&victim).unwrap(), b"not coldpack\n", "{context}");
+            }
+            assert!(!staging.exists(), "{context}: staging is left");
+            assert!(
+                !record_path.exists(),
+                "{context}: the progress record is left"
+            );
+
+            let output = start(&fixture.bootstrap, &cache, who, &[], &[]);
+            assert!(
+                output.status.success(),
+                "{context}: {}",
+                text(&output.stderr)
+            );
+            assert_eq!(
+                log_field(&output.stderr, "resumed").as_deref(),
+                Some("0"),
+                "{context}"
+            );
+            let (tree, _) = tree_and_marker(&cache, "planted");
+            let differences = compare_walked(&want, &tree);
+            assert!(
+                differences.is_empty(),
+                "{context}: {}",
+                differences.join("\n")
+            );
+            assert_clean_cache(&cache, "planted", &context);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // The tamper matrix
 // ---------------------------------------------------------------------------------

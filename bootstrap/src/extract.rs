@@ -277,9 +277,9 @@ impl Sink for Writer<'_, '_> {
             if self.replace {
                 sys::remove_at(dir, name).map_err(|e| fail("cannot remove", e))?;
             }
-            sys::create_file(dir, name, manifest.mode(index), true)
+            sys::create_file(dir, name, manifest.mode(index))
         } else {
-            sys::create_file(dir, name, 0o600, false)
+            sys::open_shared_file(dir, name)
         };
         self.file = Some((file.map_err(|e| fail("cannot create", e))?, piece.offset));
         Ok(())
@@ -343,7 +343,7 @@ impl Tree<'_> {
             Kind::File if manifest.size(index) == 0 => {
                 self.replace(dir, name)
                     .map_err(|e| fail("cannot remove", e))?;
-                let file = sys::create_file(dir, name, manifest.mode(index), true)
+                let file = sys::create_file(dir, name, manifest.mode(index))
                     .map_err(|e| fail("cannot create", e))?;
                 return sys::set_file_times(&file, manifest.mtime(index))
                     .map_err(|e| fail("cannot set mtime of", e));

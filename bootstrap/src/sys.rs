@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -38,14 +39,37 @@ pub fn make_dir<Fd: AsFd>(at: Fd, name: &[u8], bits: u32) -> io::Result<()> {
     Ok(stat::mkdirat(at, name, mode(bits))?)
 }
 
-/// Creates file `name` under `at` for writing; `exclusive` refuses anything already
-/// there, link or not.
-pub fn create_file<Fd: AsFd>(at: Fd, name: &[u8], bits: u32, exclusive: bool) -> io::Result<File> {
-    let mut flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    if exclusive {
-        flags |= OFlag::O_EXCL;
-    }
+/// Creates file `name` under `at` for writing, refusing anything already there, link
+/// or not.
+pub fn create_file<Fd: AsFd>(at: Fd, name: &[u8], bits: u32) -> io::Result<File> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     Ok(File::from(fcntl::openat(at, name, flags, mode(bits))?))
+}
+
+/// Opens file `name` under `at` for writing, creating it owner-only if it is not
+/// there: a file whose pieces other threads, or a killed start, write too. Whatever
+/// is found must be a plain file with one name: never through a link, never blocking
+/// on a FIFO, never into a file hardlinked from elsewhere.
+pub fn open_shared_file<Fd: AsFd>(at: Fd, name: &[u8]) -> io::Result<File> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let not_plain = || {
+        io::Error::other(
+            "is not a plain file with one name: something other than a bootstrap changed staging",
+        )
+    };
+    // ELOOP: a link; ENXIO: a FIFO without a reader (or a device).
+    let file = match fcntl::openat(at, name, flags, mode(0o600)) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ELOOP | Errno::ENXIO) => return Err(not_plain()),
+        Err(e) => return Err(e.into()),
+    };
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() || meta.nlink() != 1 {
+        return Err(not_plain());
+    }
+    Ok(file)
 }
 
 /// Opens file `name` under `at` for reading, never through a link.
