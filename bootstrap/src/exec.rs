@@ -4,10 +4,10 @@
 //! the environment Lambda set (`AWS_LAMBDA_RUNTIME_API`, `_HANDLER`, credentials, …),
 //! the working directory and stdio, and the bootstrap costs nothing after this. By
 //! now every thread has joined and every file the bootstrap wrote is closed, so the
-//! kernel cannot refuse the entrypoint with `ETXTBSY`. Descriptors std opened carry
-//! `O_CLOEXEC`, so the name's lock is released by the exec itself; the one descriptor
-//! opened without it is the shared lock on the tree, which the runtime keeps so that no
-//! other start sweeps the tree it runs from.
+//! kernel cannot refuse the entrypoint with `ETXTBSY`. The name's lock was released
+//! when `prepare` returned, just before this; the tree's shared lock, taken while the
+//! name's lock was still held, is the one descriptor opened without `O_CLOEXEC`, so
+//! the runtime keeps it and no other start sweeps the tree it runs from.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;

@@ -1,23 +1,25 @@
 //! The cold path: write the payload's tree into its staging directory.
 //!
-//! Every core decodes chunks and writes the pieces of files each carries, straight
-//! from the decoder's output; a file split across chunks is written at its offset by
-//! whichever threads hold its pieces. Every entry is reached as one name in an open
-//! directory (see `cursor`), and directories are made by the first thread that needs
-//! one, owner-only, so nothing blocks their children. After each chunk its thread
+//! Decoding threads, as many as the memory budget allows (two), decode chunks and
+//! write the pieces of files each carries, straight from the decoder's output; a file
+//! split across chunks is written at its offset by whichever threads hold its pieces.
+//! Every entry is reached as one name in an open directory (see `cursor`), and
+//! directories are made by the first thread that needs one, with a mode that lets
+//! their owner write, so nothing blocks their children. After each chunk its thread
 //! appends it to the progress record, so a killed start can be resumed (see
-//! `staging`). Then, again on every core: what no chunk carries (directories no file
+//! `staging`). Then, on every core: what no chunk carries (directories no file
 //! needed, empty files, symlinks, links into the task part) and the final mode and
 //! mtime of split files; hardlinks once every file exists; and last the directories'
 //! modes and mtimes, which nothing changes once all entries are in place. Every
-//! directory lets its owner search it (the manifest refuses any other), so these can
-//! run in any order.
+//! directory lets its owner read and search it (the manifest refuses any other), so
+//! these can run in any order.
 //!
 //! Every path, mode and mtime comes from the validated manifest. Every entry is
-//! created with `O_EXCL`, `mkdirat` or `symlinkat`, which never follow a link in the
-//! last component, inside directories this start has made, so nothing can be written
-//! outside staging. A resumed start first removes whatever a killed one may have left
-//! under the names it writes.
+//! created with `O_EXCL` (a split file's pieces with `O_NOFOLLOW`), `mkdirat`,
+//! `symlinkat` or `linkat`, none of which follows a link in the last component,
+//! inside directories this start has made, so nothing can be written outside staging.
+//! A resumed start first removes whatever a killed one may have left under the name of
+//! a whole file it writes; split files' pieces are rewritten in place.
 
 use std::fs::File;
 use std::io::Write;
@@ -33,10 +35,9 @@ use crate::payload::Payload;
 use crate::staging::Staging;
 use crate::sys;
 
-/// At most this many decoding threads: each holds a zstd window.
-const MAX_THREADS: usize = 3;
-/// What a cold start may hold in memory, the manifest and the threads' windows and
-/// buffers together, leaving room for the program itself within 32 MiB.
+/// What a cold start may hold in memory, the manifest and the decoding threads'
+/// windows and buffers together, leaving room for the program itself within 32 MiB.
+/// At `chunk::THREAD_MEMORY` a thread, that is two decoding threads.
 const MEMORY_BUDGET: usize = 27 << 20;
 /// Entries per job of the finishing passes: enough to make a job worth taking.
 const BATCH: usize = 256;
@@ -51,10 +52,10 @@ fn failed(manifest: &Manifest, what: &str, index: usize, e: std::io::Error) -> E
     Error::io_at(ErrorKind::Extract, what, &manifest.shown(index), e)
 }
 
-/// Decoding threads for `manifest`: one per core, within the memory budget.
+/// Decoding threads for `manifest`: one per core, as many as the memory budget holds.
 fn threads(manifest: &Manifest) -> usize {
     let by_memory = MEMORY_BUDGET.saturating_sub(manifest.memory()) / THREAD_MEMORY;
-    parallel::threads_for(manifest.chunks.len(), MAX_THREADS.min(by_memory))
+    parallel::threads_for(manifest.chunks.len(), by_memory)
 }
 
 /// Extracts the whole tree into `staging`, continuing what an earlier start recorded
@@ -123,7 +124,8 @@ impl Tree<'_> {
         )
     }
 
-    /// Decodes every chunk not already written and writes its pieces, on every core;
+    /// Decodes every chunk not already written and writes its pieces, on the decoding
+    /// threads;
     /// returns the threads used and the chunks kept from a killed start.
     fn write_chunks(&self, payload: &Payload) -> Result<(usize, usize)> {
         let (manifest, staging) = (self.manifest, self.staging);

@@ -1,5 +1,5 @@
 //! The file Lambda runs as `bootstrap`: every start either execs the runtime or ends
-//! with one line saying why not and a non-zero exit.
+//! with an error line saying why not (then its JSON log line) and a non-zero exit.
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -21,7 +21,8 @@
 //! made: every name a single normal component, names strictly sorted within their
 //! directory (so no duplicates), every parent a directory listed before its children,
 //! hardlinks pointing back at regular files, no setuid or setgid bits, owners able to
-//! read their files and search their directories, and chunk totals that add up.
+//! read their files and read and search their directories, and chunk totals that add
+//! up.
 //! docs/design.md describes the format in full.
 
 use std::ops::Range;

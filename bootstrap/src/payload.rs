@@ -13,8 +13,9 @@
 //!
 //! The hashes form a chain: the trailer names the header's hash, the header the launch
 //! section's and the manifest's, the manifest the task index's and each chunk's. A
-//! start checks only what it reads: a warm start with a completion marker reads the
-//! header and the launch section (a few hundred bytes); a cold start checks each chunk
+//! start checks only what it reads: a warm start at `COLDPACK_VERIFY=marker` reads the
+//! header and the launch section (a few hundred bytes), at `stat` and `full` the
+//! manifest too; a cold start checks each chunk
 //! as it streams through its thread's decoder. No byte is acted on before the hash
 //! that covers it has been checked, except chunk contents, which are written into a
 //! private staging directory that is discarded if their chunk's hash then fails.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// What this start did, with the fields of its log line.
 pub struct Report<'a> {
-    /// `extract`, `reuse` or `error`.
+    /// `extract`, `reuse`, `direct` or `error`.
     pub decision: &'a str,
     pub reason: &'a str,
     pub started: Instant,

@@ -17,8 +17,9 @@
 //! - `full`: also every file's contents, read back in the payload's chunk order and
 //!   compared with each chunk's SHA-256 of them.
 //!
-//! Entries are visited in manifest order, a run of them per job on every core, each
-//! looked up by name in its directory, which the thread keeps open (see `cursor`).
+//! Entries are visited in manifest order, a run of them per job, on one thread per
+//! 4,096 entries up to the number of cores, each looked up by name in its directory,
+//! which the thread keeps open (see `cursor`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

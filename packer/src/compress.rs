@@ -1,9 +1,9 @@
 //! Cutting the data stream into chunks and compressing them, on every core.
 //!
-//! Chunks are cut at equal estimated extraction work (see `work`), in sets that the
-//! bootstrap's 1, 2 or 3 decoding threads share evenly, and each is compressed on its
-//! own with `chunk::encode`, the format's one encoder, so that the bootstrap can
-//! decode them on every core.
+//! Chunks are cut at equal estimated extraction work (see `work`), in sets that 1, 2
+//! or 3 decoding threads share evenly, and each is compressed on its own with
+//! `chunk::encode`, the format's one encoder, so that the bootstrap can decode them on
+//! several threads.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -18,9 +18,10 @@ use sha2::{Digest, Sha256};
 use crate::parallel_map;
 use crate::work::ENTRY_BYTES;
 
-/// Chunk counts are multiples of this: the bootstrap decodes on 1, 2 or 3 threads
-/// (its memory cap), and each then gets the same share of the chunks, so no core
-/// finishes alone with the last one.
+/// Chunk counts are multiples of this, so that 1, 2 or 3 decoding threads each get
+/// the same share of the chunks and no core finishes alone with the last one. The
+/// bootstrap's memory budget allows two today (docs/design.md, "The cold path"); six
+/// keeps a third possible without cutting payloads differently.
 const CHUNK_SET: u64 = 6;
 /// Data-stream bytes per chunk, at least and (on average) at most. Every chunk restarts
 /// zstd's window, which costs ratio on trees of many similar files (on the benchmark's

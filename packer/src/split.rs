@@ -7,7 +7,7 @@
 //! hardlinked and whose mode can be given as 0644 or 0755 (the function runs as
 //! another user than the files' owner, so the deployment must be world-readable; see
 //! [`deployed_mode`]), with names a zip stores plainly, and nothing `--keep-in-tmp`
-//! names. docs/design.md gives the sources for these rules.
+//! names. docs/limits.md lists the sources for these rules.
 //!
 //! Whole directories are preferred: a directory whose whole subtree qualifies becomes
 //! one symlink in the `/tmp` tree, so paths below it, `..` inside it, and programs that
