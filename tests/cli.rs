@@ -102,13 +102,6 @@ fn inspect_json(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-fn warnings(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| l.starts_with("coldpack: warning:"))
-        .collect()
-}
-
 /// Python's zipfile on the zip: (name, unix mode, compress_type, create_system) of each member.
 fn python_zip_members(zip: &Path) -> Vec<(String, u32, u32, u32)> {
     let script = "import sys, zipfile\n\

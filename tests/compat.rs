@@ -71,24 +71,6 @@ fn app(tree: &Path, lib_dir: &Path, runpath: &str) {
     );
 }
 
-fn try_pack(tree: &Path, entrypoint: &str, out: &Path, extra: &[&str]) -> Output {
-    coldpack()
-        .arg("pack")
-        .arg(tree)
-        .args([
-            "--entrypoint",
-            entrypoint,
-            "--level",
-            "1",
-            "--no-config",
-            "-o",
-        ])
-        .arg(out)
-        .args(extra)
-        .output()
-        .expect("run coldpack")
-}
-
 fn refused(output: &Output) -> String {
     let stderr = text(&output.stderr);
     assert!(
@@ -106,13 +88,6 @@ fn packed(output: &Output) -> String {
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "refused:\n{stderr}");
     stderr
-}
-
-fn warnings(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| l.starts_with("coldpack: warning: "))
-        .collect()
 }
 
 #[test]

@@ -607,6 +607,14 @@ pub fn try_pack(src: &Path, entrypoint: &str, out: &Path, extra: &[&str]) -> Out
         .expect("run coldpack")
 }
 
+/// The `coldpack: warning:` lines of a run's stderr.
+pub fn warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("coldpack: warning:"))
+        .collect()
+}
+
 /// `command` run with `dir` read-only, as Lambda's deployment is: as root, inside a
 /// private mount namespace where `dir` is a read-only bind mount (so writes fail with
 /// `EROFS`, whoever `command` then runs as); otherwise with the write bits of
