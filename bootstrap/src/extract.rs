@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::chunk::{self, Decoder, Sink, THREAD_MEMORY};
 use crate::cursor::{Cursor, Made};
 use crate::error::{Error, ErrorKind, Result};
-use crate::manifest::{Kind, Manifest, Mtime, Piece};
+use crate::manifest::{Kind, Manifest, Mtime, Piece, Plan};
 use crate::parallel;
 use crate::payload::Payload;
 use crate::staging::Staging;
@@ -90,6 +90,7 @@ fn extract_tree(
     let tree = Tree {
         manifest,
         staging,
+        plan: manifest.plan(),
         made: Made::new(manifest, !staging.resumed),
     };
     if staging.closing {
@@ -110,6 +111,8 @@ fn extract_tree(
 struct Tree<'a> {
     manifest: &'a Manifest,
     staging: &'a Staging,
+    /// Where each file's pieces are, in which chunks.
+    plan: Plan,
     made: Made,
 }
 
@@ -129,7 +132,7 @@ impl Tree<'_> {
     /// returns the threads used and the chunks kept from a killed start.
     fn write_chunks(&self, payload: &Payload) -> Result<(usize, usize)> {
         let (manifest, staging) = (self.manifest, self.staging);
-        let plan = manifest.plan();
+        let plan = &self.plan;
         let starts = manifest.chunk_starts();
         let threads = threads(manifest);
         let resumed = AtomicUsize::new(0);
@@ -144,9 +147,8 @@ impl Tree<'_> {
                     return Ok(());
                 }
                 let mut writer = Writer {
-                    manifest,
+                    tree: self,
                     cursor,
-                    replace: staging.resumed,
                     file: None,
                 };
                 let start = starts[index];
@@ -256,16 +258,14 @@ fn intact(manifest: &Manifest, cursor: &mut Cursor, pieces: &[Piece]) -> bool {
 
 /// Writes the pieces of one chunk into their files.
 struct Writer<'a, 'c> {
-    manifest: &'a Manifest,
+    tree: &'a Tree<'a>,
     cursor: &'c mut Cursor<'a>,
-    /// Remove what may already be under a name before creating it (a resumed start).
-    replace: bool,
     file: Option<(File, u64)>,
 }
 
 impl Sink for Writer<'_, '_> {
     fn begin(&mut self, piece: &Piece) -> Result<()> {
-        let (manifest, index) = (self.manifest, piece.entry);
+        let (manifest, index) = (self.tree.manifest, piece.entry);
         let fail = |what: &str, e| failed(manifest, what, index, e);
         let dir = self
             .cursor
@@ -276,9 +276,9 @@ impl Sink for Writer<'_, '_> {
         // whole file gets its final mode at once; a split one stays owner-writable for
         // its other pieces until the tree is finished.
         let file = if piece.whole {
-            if self.replace {
-                sys::remove_at(dir, name).map_err(|e| fail("cannot remove", e))?;
-            }
+            self.tree
+                .replace(dir, name)
+                .map_err(|e| fail("cannot remove", e))?;
             sys::create_file(dir, name, manifest.mode(index))
         } else {
             sys::open_shared_file(dir, name)
@@ -297,13 +297,13 @@ impl Sink for Writer<'_, '_> {
             file.write_all_at(bytes, *at)
         };
         *at += bytes.len() as u64;
-        written.map_err(|e| failed(self.manifest, "cannot write", piece.entry, e))
+        written.map_err(|e| failed(self.tree.manifest, "cannot write", piece.entry, e))
     }
 
     fn end(&mut self, piece: &Piece) -> Result<()> {
         if let (Some((file, _)), true) = (self.file.take(), piece.whole) {
-            sys::set_file_times(&file, self.manifest.mtime(piece.entry))
-                .map_err(|e| failed(self.manifest, "cannot set mtime of", piece.entry, e))?;
+            sys::set_file_times(&file, self.tree.manifest.mtime(piece.entry))
+                .map_err(|e| failed(self.tree.manifest, "cannot set mtime of", piece.entry, e))?;
         }
         Ok(())
     }
@@ -312,7 +312,7 @@ impl Sink for Writer<'_, '_> {
 impl Tree<'_> {
     /// Everything no chunk carries, then the hardlinks, which need their files.
     fn finish_entries(&self, task_dir: &[u8]) -> Result<()> {
-        let split = self.manifest.plan().split_files();
+        let split = self.plan.split_files();
         self.each_entry(|cursor, index| self.finish_entry(cursor, index, &split, task_dir))?;
         self.each_entry(|cursor, index| self.link_hardlink(cursor, index))
     }
