@@ -35,6 +35,7 @@ use crate::cli::{Arch, Runtime};
 use crate::elf::Object;
 use crate::image::{version_name, Image};
 use crate::lint::climbs_out;
+use crate::lint::Elf;
 use tree::{parent, Tree};
 
 /// Lambda's `LD_LIBRARY_PATH` for OS-only runtimes, which the runtime inherits unless
@@ -54,6 +55,9 @@ pub struct TreeEntry {
     /// Where to read a file's contents.
     pub source: PathBuf,
     pub kind: Kind,
+    /// A file whose first bytes are an ELF header (as `head` read them): the only
+    /// files worth reading as objects.
+    pub elf: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,14 +67,28 @@ pub enum Kind {
     Symlink(Vec<u8>),
 }
 
-/// The walked tree as this check reads it; a hardlink is a file like any other.
-pub fn tree_from_walk(entries: &[Entry], sources: &[PathBuf]) -> Vec<TreeEntry> {
+/// The walked tree as this check reads it, with the ELF headers `head::read_heads`
+/// found in it; a hardlink is a file like any other.
+pub fn tree_from_walk(
+    entries: &[Entry],
+    sources: &[PathBuf],
+    elf: &[Option<Elf>],
+) -> Vec<TreeEntry> {
+    let elf = |index: usize| elf[index].is_some();
     entries
         .iter()
         .zip(sources)
-        .map(|(entry, source)| TreeEntry {
+        .enumerate()
+        .map(|(index, (entry, source))| TreeEntry {
             path: entry.path.clone(),
             source: source.clone(),
+            elf: match &entry.kind {
+                EntryKind::File { .. } => elf(index),
+                EntryKind::Hardlink { target } => elf(*target as usize),
+                // Kept in the task part, not read by `head`: read it to be sure.
+                EntryKind::Task { dir: false } => true,
+                _ => false,
+            },
             kind: match &entry.kind {
                 EntryKind::Dir | EntryKind::Task { dir: true } => Kind::Dir,
                 EntryKind::Symlink { target } => Kind::Symlink(target.clone()),

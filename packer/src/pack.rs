@@ -462,7 +462,7 @@ fn lint(
         runtime: options.runtime,
         arch,
     };
-    let tree = compat::tree_from_walk(&walked.entries, &walked.sources);
+    let tree = compat::tree_from_walk(&walked.entries, &walked.sources, elf);
     let findings = compat::check(&tree, &target)?;
     if !findings.errors.is_empty() && !options.allow_incompatible {
         bail!("{}", findings.refusal(&target));

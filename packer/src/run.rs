@@ -36,8 +36,8 @@ use coldpack_bootstrap::staging::Staging;
 use serde_json::Value;
 
 use crate::cli::{Arch, RunArgs};
-use crate::compat;
 use crate::lint::Elf;
+use crate::{compat, head};
 use crate::{out, say};
 use host::{Hidden, Isolation};
 
@@ -366,21 +366,18 @@ fn host_use(bootstrap: &Path, scan: &Path) -> Result<compat::HostUse> {
                 },
             });
         }
-        let tree = compat::tree_from_walk(&entries, &sources);
-        compat::host_use(&tree, &launch.entrypoint, &launch.env, host_arch())
+        let elf: Vec<_> = head::read_heads(&entries, &sources)?
+            .iter()
+            .map(|h| h.elf)
+            .collect();
+        let tree = compat::tree_from_walk(&entries, &sources, &elf);
+        // The payload's machine, which may be emulated here (an arm64 tree on x86_64).
+        let arch = bootstrap_arch(bootstrap).unwrap_or(Arch::X86_64);
+        compat::host_use(&tree, &launch.entrypoint, &launch.env, arch)
     };
     let used = read().context("cannot read the tree's RUNPATHs, links and libraries");
     remove_tree(scan).with_context(|| format!("cannot remove {}", scan.display()))?;
     used
-}
-
-/// The machine `coldpack run` runs on, which is the only one whose trees it can start.
-fn host_arch() -> Arch {
-    if cfg!(target_arch = "aarch64") {
-        Arch::Arm64
-    } else {
-        Arch::X86_64
-    }
 }
 
 /// Starts the bootstrap once, as Lambda would, and waits for it to exit, to answer
@@ -513,26 +510,35 @@ fn exit(child: &mut Child, deadline: Instant) -> Result<(Option<ExitStatus>, boo
 /// register one.
 fn cannot_start(bootstrap: &Path, err: std::io::Error) -> anyhow::Error {
     const ENOEXEC: i32 = 8;
-    let mut head = Vec::with_capacity(64);
-    let machine = File::open(bootstrap)
-        .and_then(|f| f.take(64).read_to_end(&mut head))
-        .ok()
-        .and_then(|_| Elf::parse(&head))
-        .map(|elf| elf.machine);
-    let emulated = [(Arch::Arm64, "aarch64"), (Arch::X86_64, "x86_64")]
-        .into_iter()
-        .find(|(arch, _)| Some(arch.elf_machine()) == machine);
-    match emulated {
-        Some((arch, qemu)) if err.raw_os_error() == Some(ENOEXEC) => anyhow!(
+    let qemu = |arch| match arch {
+        Arch::Arm64 => "aarch64",
+        Arch::X86_64 => "x86_64",
+    };
+    match bootstrap_arch(bootstrap) {
+        Some(arch) if err.raw_os_error() == Some(ENOEXEC) => anyhow!(
             "cannot start {}: it is built for {} and this machine runs it only under emulation, \
              which is not registered: install qemu-user-static and binfmt-support, then as root \
              `update-binfmts --enable qemu-{qemu}` (after `mount -t binfmt_misc binfmt_misc \
              /proc/sys/fs/binfmt_misc` if that directory is empty)",
             bootstrap.display(),
-            arch.as_str()
+            arch.as_str(),
+            qemu = qemu(arch),
         ),
         _ => anyhow!("cannot start {}: {err}", bootstrap.display()),
     }
+}
+
+/// The machine `bootstrap` is built for, from its ELF header, if it is one coldpack
+/// knows.
+fn bootstrap_arch(bootstrap: &Path) -> Option<Arch> {
+    let mut head = Vec::with_capacity(64);
+    File::open(bootstrap)
+        .and_then(|f| f.take(64).read_to_end(&mut head))
+        .ok()?;
+    let machine = Elf::parse(&head)?.machine;
+    [Arch::Arm64, Arch::X86_64]
+        .into_iter()
+        .find(|arch| arch.elf_machine() == machine)
 }
 
 /// Echoes the child's stderr as it comes and hands back the bootstrap's report line.

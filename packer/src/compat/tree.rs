@@ -29,7 +29,7 @@ impl<'a> Tree<'a> {
         let objects: Vec<Option<Result<Object, String>>> = entries
             .iter()
             .map(|entry| match entry.kind {
-                Kind::File => match elf::read(&entry.source) {
+                Kind::File if entry.elf => match elf::read(&entry.source) {
                     Ok(Some(object)) if object.machine == machine => Some(Ok(object)),
                     Ok(_) => None,
                     Err(reason) => Some(Err(reason)),
@@ -142,6 +142,7 @@ mod tests {
             path: path.as_bytes().to_vec(),
             source: PathBuf::from("/nonexistent"),
             kind,
+            elf: false,
         }
     }
 
