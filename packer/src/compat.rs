@@ -34,8 +34,8 @@ use coldpack_bootstrap::manifest::{Entry, EntryKind};
 use crate::cli::{Arch, Runtime};
 use crate::elf::Object;
 use crate::image::{version_name, Image};
-use crate::lint::climbs_out;
 use crate::lint::Elf;
+use crate::resolve::climbs_out;
 use tree::{parent, Tree};
 
 /// Lambda's `LD_LIBRARY_PATH` for OS-only runtimes, which the runtime inherits unless
@@ -505,7 +505,7 @@ impl Checker<'_> {
         tagged
             .filter(|(_, entry)| match self.dir(index, entry) {
                 Some(Dir::Outside) => true,
-                Some(Dir::Tree(dir)) => climbs_out(&dir),
+                Some(Dir::Tree(dir)) => climbs_out(0, &dir),
                 _ => false,
             })
             .map(|(tag, entry)| (tag, entry.as_slice()))

@@ -20,6 +20,8 @@ use crate::cli::{Arch, PackArgs, Runtime};
 
 pub const FILE_NAME: &str = "coldpack.toml";
 pub const DEFAULT_LEVEL: i32 = 19;
+/// The image a function runs on when neither `--runtime` nor the file names one.
+pub const DEFAULT_RUNTIME: Runtime = Runtime::ProvidedAl2023;
 pub const DEFAULT_EPHEMERAL_STORAGE_MB: u64 = 512;
 /// The default `--task-budget`: 200 of Lambda's 250 MB, leaving 50 MB for the
 /// function's own code and other layers.
@@ -111,7 +113,7 @@ impl PackOptions {
             exclude: Vec::new(),
             task_budget: DEFAULT_TASK_BUDGET,
             keep_in_tmp: Vec::new(),
-            runtime: Runtime::ProvidedAl2023,
+            runtime: DEFAULT_RUNTIME,
             allow_incompatible: false,
             force: false,
             config: None,
@@ -172,10 +174,7 @@ pub fn resolve(args: &PackArgs) -> Result<PackOptions> {
         exclude: [&file.exclude[..], &args.exclude[..]].concat(),
         task_budget: task_budget(args, &file)?,
         keep_in_tmp: [&file.keep_in_tmp[..], &args.keep_in_tmp[..]].concat(),
-        runtime: args
-            .runtime
-            .or(file.runtime)
-            .unwrap_or(Runtime::ProvidedAl2023),
+        runtime: args.runtime.or(file.runtime).unwrap_or(DEFAULT_RUNTIME),
         allow_incompatible: args.allow_incompatible || file.allow_incompatible,
         force: args.force || file.force,
         config: config_path,

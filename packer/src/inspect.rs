@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::budget::counted;
 use crate::cli::InspectArgs;
-use crate::out;
 use crate::task_part;
 use crate::work;
+use crate::{lint, out};
 
 /// A packed bootstrap, read back.
 struct Opened {
@@ -49,10 +49,6 @@ fn open(target: &Path) -> Result<Opened> {
     })
 }
 
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// What `inspect` reports, as JSON.
 fn summary(opened: &Opened) -> serde_json::Value {
     let Opened {
@@ -69,7 +65,7 @@ fn summary(opened: &Opened) -> serde_json::Value {
     };
     let entries: Vec<Entry> = manifest.entries();
     let extracted_bytes: u64 = entries.iter().map(Entry::file_size).sum();
-    let links = count(&[Kind::TaskDir, Kind::TaskFile]);
+    let links = task_part::links(manifest).count();
     // The links into the task part are counted apart, as the pack's summary does.
     let extracted = if manifest.is_direct() {
         0
@@ -82,9 +78,9 @@ fn summary(opened: &Opened) -> serde_json::Value {
         "format_version": FORMAT_VERSION,
         "payload_sha256": hex(&payload.id),
         "name": launch.name,
-        "entrypoint": lossy(&launch.entrypoint),
-        "args": launch.args.iter().map(|a| lossy(a)).collect::<Vec<_>>(),
-        "env": launch.env.iter().map(|(k, v)| format!("{}={}", lossy(k), lossy(v))).collect::<Vec<_>>(),
+        "entrypoint": lint::text(&launch.entrypoint),
+        "args": launch.args.iter().map(|a| lint::text(a)).collect::<Vec<_>>(),
+        "env": launch.env.iter().map(|(k, v)| format!("{}={}", lint::text(k), lint::text(v))).collect::<Vec<_>>(),
         "entries": {
             "files": count(&[Kind::File]),
             "directories": count(&[Kind::Dir]),
@@ -114,8 +110,7 @@ fn summary(opened: &Opened) -> serde_json::Value {
 /// part are the directories above those, and copies of small files that are
 /// extracted as well (see `split`).
 fn reached(manifest: &Manifest, task: &TaskIndex) -> (u64, u64) {
-    let links: HashSet<Vec<u8>> = (0..manifest.len())
-        .filter(|&i| manifest.kind(i).is_task())
+    let links: HashSet<Vec<u8>> = task_part::links(manifest)
         .map(|i| manifest.path(i))
         .collect();
     let under_link = |path: &[u8]| {
@@ -151,12 +146,12 @@ fn print_summary(opened: &Opened, summary: &serde_json::Value) -> Result<()> {
     } = opened;
     out!("{}", payload.path().display());
     out!("  name        {}", launch.name);
-    out!("  entrypoint  {}", lossy(&launch.entrypoint));
+    out!("  entrypoint  {}", lint::text(&launch.entrypoint));
     for arg in &launch.args {
-        out!("  arg         {}", lossy(arg));
+        out!("  arg         {}", lint::text(arg));
     }
     for (key, value) in &launch.env {
-        out!("  env         {}={}", lossy(key), lossy(value));
+        out!("  env         {}={}", lint::text(key), lint::text(value));
     }
     out!(
         "  payload     sha256 {} (format {FORMAT_VERSION})",

@@ -10,6 +10,7 @@ use coldpack_bootstrap::manifest::{Entry, EntryKind};
 
 use crate::budget::{counted, mebibytes};
 use crate::cli::Arch;
+use crate::resolve;
 
 /// `e_machine` values, from the System V ABI.
 const EM_X86_64: u16 = 62;
@@ -199,24 +200,8 @@ fn symlinks(entries: &[Entry]) -> Vec<Lint> {
 
 /// Whether `target`, read from the directory holding `link`, climbs above the root.
 fn escapes(link: &[u8], target: &[u8]) -> bool {
-    let dir = link
-        .iter()
-        .rposition(|&b| b == b'/')
-        .map_or(&[][..], |at| &link[..at]);
-    climbs_out(&[dir, b"/", target].concat())
-}
-
-/// Whether a path inside the tree climbs above its root with `..`.
-pub fn climbs_out(path: &[u8]) -> bool {
-    let mut depth = 0isize;
-    path.split(|&b| b == b'/').any(|part| {
-        depth += match part {
-            b"" | b"." => 0,
-            b".." => -1,
-            _ => 1,
-        };
-        depth < 0
-    })
+    let depth = link.iter().filter(|&&b| b == b'/').count();
+    resolve::climbs_out(depth, target)
 }
 
 /// `__pycache__` directories, bytecode whose source is missing, and test directories,
@@ -348,14 +333,10 @@ fn build_only(entries: &[Entry]) -> Vec<Lint> {
     let mut suffixes: Vec<&str> = Vec::new();
     let mut headers: Option<u64> = None;
     for entry in entries {
-        let name = entry
-            .path
-            .rsplit(|&b| b == b'/')
-            .next()
-            .unwrap_or(&entry.path);
+        let name = entry.name();
         if let EntryKind::File { size } = entry.kind {
-            for suffix in ["a", "o"] {
-                if name.len() > 2 && name.ends_with(format!(".{suffix}").as_bytes()) {
+            for (ending, suffix) in [(&b".a"[..], "a"), (b".o", "o")] {
+                if name.len() > 2 && name.ends_with(ending) {
                     archives.push((size, &entry.path));
                     if !suffixes.contains(&suffix) {
                         suffixes.push(suffix);

@@ -162,9 +162,7 @@ pub fn split_lines(packed: &Packed, extracted: usize, extracted_bytes: u64) -> S
         "  extracted nothing: the whole tree is in the deployment, /tmp is not used\n".to_owned()
     } else {
         // Counted as `inspect` counts them: the links apart.
-        let links = (0..packed.manifest.len())
-            .filter(|&i| packed.manifest.kind(i).is_task())
-            .count();
+        let links = task_part::links(&packed.manifest).count();
         format!(
             "  extracted {} ({}) into /tmp at a cold start, and {} to the deployment\n",
             counted(extracted - links, "entry", "entries"),

@@ -64,14 +64,9 @@ impl Stage {
             "coldpack: {done} ({:.2} s)",
             self.started.elapsed().as_secs_f64()
         );
-        match self.bar {
-            Some(bar) => {
-                bar.finish_and_clear();
-                let _ = writeln!(std::io::stderr(), "{line}");
-            }
-            None => {
-                let _ = writeln!(std::io::stderr(), "{line}");
-            }
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
         }
+        let _ = writeln!(std::io::stderr(), "{line}");
     }
 }

@@ -97,7 +97,7 @@ fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
 
 /// Whether `target`, read from a directory `depth` levels below the root, climbs
 /// above the root.
-fn climbs_out(depth: usize, target: &[u8]) -> bool {
+pub fn climbs_out(depth: usize, target: &[u8]) -> bool {
     let mut depth = depth as isize;
     for part in components(target) {
         depth += if part == b".." { -1 } else { 1 };

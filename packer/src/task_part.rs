@@ -14,11 +14,17 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use coldpack_bootstrap::manifest::Mtime;
+use coldpack_bootstrap::manifest::{Manifest, Mtime};
 use coldpack_bootstrap::task::{TaskEntry, TaskIndex};
 use sha2::{Digest, Sha256};
 
 use crate::parallel_map;
+
+/// The indexes of the `/tmp` tree's links into the task part: what a cold start
+/// makes without writing any contents, counted apart from what it extracts.
+pub fn links(manifest: &Manifest) -> impl Iterator<Item = usize> + '_ {
+    (0..manifest.len()).filter(|&i| manifest.kind(i).is_task())
+}
 
 /// A task part written under a temporary name, removed on drop unless committed.
 pub struct Staged {
