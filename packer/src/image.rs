@@ -92,6 +92,7 @@ impl Image {
     }
 
     /// The image's version of a family, e.g. "2.34" for `GLIBC`.
+    #[cfg(test)]
     pub fn version_of(&self, family: &str) -> Option<&str> {
         self.versions.get(family).map(|(text, _)| text.as_str())
     }
